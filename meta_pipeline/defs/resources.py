@@ -1,0 +1,80 @@
+"""Typed resources: where the data lives and how to reach the exchanges.
+
+Defaults come from :mod:`meta_pipeline.settings` (environment variables validated at load), so a
+deployment configures everything through the environment and tests inject their own values.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from meta_pipeline.settings import Settings
+from meta_pipeline.storage import Warehouse
+
+
+class DataRoot(dg.ConfigurableResource):
+    """The app's data root: inputs under ``alpha/`` and ``telemetry/``, outputs beside them, and the
+    Parquet warehouse under ``warehouse/``."""
+
+    root: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def signals_file(self) -> Path:
+        return self.path / "alpha" / "events.jsonl"
+
+    @property
+    def telemetry_file(self) -> Path:
+        return self.path / "telemetry" / "events.jsonl"
+
+    @property
+    def reconciled_file(self) -> Path:
+        return self.path / "alpha" / "reconciled.jsonl"
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.path / "warehouse")
+
+
+class IngestionPolicy(dg.ConfigurableResource):
+    """Thresholds for input validation."""
+
+    max_rejected_share: float = 0.02  # warn when more than 2 % of an input's lines are rejected
+
+
+class PriceSources(dg.ConfigurableResource):
+    """Where 1-minute bars come from, in fallback order (``binance``, ``coinbase``, ``files``)."""
+
+    sources: list[str]
+    binance_base_url: str
+    coinbase_base_url: str
+    bars_dir: str
+    timeout_seconds: float = 15.0
+    max_retries: int = 5
+    backoff_seconds: float = 0.5
+    max_retry_after_seconds: float = 60.0
+
+
+class ReconciliationPolicy(dg.ConfigurableResource):
+    """How signals become PnL rows."""
+
+    round_trip_cost_bps: float = 0.0  # net_pnl_bps = realized_pnl_bps − this
+    max_bar_gap_minutes: float = 5.0  # a price needs a bar opening within this long after t
+
+
+def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "data_root": DataRoot(root=str(settings.root)),
+        "ingestion_policy": IngestionPolicy(),
+        "price_sources": PriceSources(
+            sources=list(settings.price_sources),
+            binance_base_url=settings.binance_base_url,
+            coinbase_base_url=settings.coinbase_base_url,
+            bars_dir=str(settings.bars_dir),
+        ),
+        "reconciliation_policy": ReconciliationPolicy(),
+    }
