@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from meta_pipeline.prices.fetcher import PriceFetcher, build_sources
 from meta_pipeline.settings import Settings
 from meta_pipeline.storage import Warehouse
 
@@ -53,10 +54,25 @@ class PriceSources(dg.ConfigurableResource):
     binance_base_url: str
     coinbase_base_url: str
     bars_dir: str
-    timeout_seconds: float = 15.0
+    connect_timeout_seconds: float = 3.05
+    read_timeout_seconds: float = 15.0
     max_retries: int = 5
     backoff_seconds: float = 0.5
     max_retry_after_seconds: float = 60.0
+
+    def fetcher(self) -> PriceFetcher:
+        """A fetcher with one pooled HTTP session per source, for the duration of one run."""
+        sources = build_sources(
+            self.sources,
+            binance_base_url=self.binance_base_url,
+            coinbase_base_url=self.coinbase_base_url,
+            bars_dir=self.bars_dir,
+            timeout=(self.connect_timeout_seconds, self.read_timeout_seconds),
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_seconds,
+            max_retry_after=self.max_retry_after_seconds,
+        )
+        return PriceFetcher(sources)
 
 
 class ReconciliationPolicy(dg.ConfigurableResource):
