@@ -34,6 +34,7 @@ def needed_instruments(warehouse: Warehouse, day: date) -> list[str]:
     deps=[dg.AssetDep("signals", partition_mapping=dg.TimeWindowPartitionMapping(
         start_offset=-REACH_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True))],
     kinds={"parquet"},
+    pool="exchange_api",
     description=__doc__,
 )
 def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
