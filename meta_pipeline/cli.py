@@ -55,9 +55,9 @@ def demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
+    from meta_pipeline.definitions import defs
     from meta_pipeline.defs.jobs import MAIN_JOB
     from meta_pipeline.defs.partitions import REACH_DAYS
-    from meta_pipeline.definitions import defs
 
     first, last = summary.days[0], summary.days[1] + timedelta(days=REACH_DAYS)
     print(f"running {MAIN_JOB} for {first} … {last} as one run (Dagster instance: {home})")
@@ -66,6 +66,7 @@ def demo(args: argparse.Namespace) -> int:
             instance=instance,
             tags={"dagster/asset_partition_range_start": first.isoformat(),
                   "dagster/asset_partition_range_end": last.isoformat()},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
     if not result.success:
@@ -93,7 +94,7 @@ Where to look (run {run_id}):
   {demo_dir / 'alpha' / 'reconciled.jsonl'}      what the app reads: matured PnL rows
   {warehouse}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
   {warehouse / 'signal_quarantine.parquet'}   rejected input lines with line number and reason
-Open the UI:  meta-pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
+Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
 
 
 def ui(args: argparse.Namespace) -> int:
