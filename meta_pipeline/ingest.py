@@ -118,7 +118,7 @@ def _optional_number(obj: dict, name: str, *, low: float | None = None, high: fl
         raise Rejected("wrong_type", f"{name} must be a number, got {type(value).__name__} {value!r}")
     number = float(value)
     if not math.isfinite(number):
-        raise Rejected(reason, f"{name} must be finite, got {value!r}")
+        raise Rejected("not_finite", f"{name} must be a finite number, got {value!r}")
     if (low is not None and number < low) or (high is not None and number > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise Rejected(reason, f"{name}={value!r} is outside {bounds}")
@@ -132,7 +132,7 @@ def _extra(obj: dict, known: set[str]) -> str:
 
 
 def validate_signal(obj: dict) -> dict:
-    ts = parse_ts(obj["ts"]) if "ts" in obj else _missing("ts")
+    ts = parse_ts(obj["ts"]) if obj.get("ts") is not None else _missing("ts")
     agent = _required_text(obj, "agent")
     run_id = _required_text(obj, "run_id")
     if obj.get("symbol") is None:
@@ -165,7 +165,7 @@ def validate_signal(obj: dict) -> dict:
 
 
 def validate_telemetry(obj: dict) -> dict:
-    ts = parse_ts(obj["ts"]) if "ts" in obj else _missing("ts")
+    ts = parse_ts(obj["ts"]) if obj.get("ts") is not None else _missing("ts")
     row = {
         "date": ts.date().isoformat(),
         "ts": ts,
@@ -195,7 +195,7 @@ def telemetry_key(row: dict) -> tuple:
 
 def iter_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
     """(1-based line number, bytes without the newline, whether a newline terminated it)."""
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not data
     last = len(lines) - 1
     for index, line in enumerate(lines):
         if index == last and not line:

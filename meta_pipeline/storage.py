@@ -96,7 +96,22 @@ class Warehouse:
         return pd.read_parquet(path) if path.exists() else None
 
 
+def stable_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text is always stored as a string column, never as Parquet ``null`` (a column that happened
+    to be all-missing in one run) or a dictionary (categoricals), so partitions written by different
+    runs read back as one table."""
+    text = [
+        column for column in frame.columns
+        if isinstance(frame[column].dtype, pd.CategoricalDtype)
+        or (frame[column].dtype == object and frame[column].map(lambda v: v is None or isinstance(v, str)).all())
+    ]
+    if not text:
+        return frame
+    return frame.assign(**{column: frame[column].astype(object).astype("str") for column in text})
+
+
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    frame = stable_types(frame)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

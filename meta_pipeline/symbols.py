@@ -3,7 +3,11 @@
 
 The instrument key used everywhere in storage is the Binance spot symbol ``BASEUSDT``; Coinbase is
 asked for ``BASE-USD``. USD, USDT and USDC quotes are treated as the same dollar price, as the app
-does today. Anything else (``BTC/EUR``, ``ETHBTC``, empty, punctuation) is rejected at ingestion.
+does today. A pair with an explicit other quote (``BTC/EUR``, ``eth-btc``), empty text or
+punctuation is rejected at ingestion. A single token without a dollar quote is read as a base
+asset: ``ETHBTC`` becomes ``ETHBTCUSDT``, which no exchange lists, so its rows end up ``unpriced``
+with the exchange's "unknown symbol" reason — visible, not guessed at with a list of quote assets
+(``WBTC`` is a base, not W quoted in BTC).
 """
 
 from __future__ import annotations
