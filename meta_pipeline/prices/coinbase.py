@@ -1,0 +1,140 @@
+"""Coinbase Exchange 1-minute candles: ``GET {base_url}/products/{BASE}-USD/candles``.
+
+``granularity=60&start=<ISO>&end=<ISO>``; Coinbase rejects a request that would cover more than 300
+candles, so the range is cut into windows of 300 minutes (a day is 5 requests). Each window is asked
+for as ``[first minute, last minute]`` (both ends inclusive on Coinbase's side). The response is newest
+first, each candle ``[time_seconds, low, high, open, close, volume]`` (note the column order), and
+minutes without trades are simply absent: they stay absent here (never invented). Output is sorted
+ascending, de-duplicated and limited to ``[start, end)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from meta_pipeline.prices.http import JsonHttpClient, Timeout
+from meta_pipeline.prices.model import (
+    MINUTE_NS,
+    PriceSourceError,
+    SymbolNotListed,
+    empty_bars,
+    epoch_to_ns,
+    make_bars,
+    normalize_bars,
+    to_utc,
+)
+from meta_pipeline.symbols import SymbolError, base_of
+
+DEFAULT_COINBASE_BASE_URL = "https://api.exchange.coinbase.com"
+COINBASE_MAX_CANDLES = 300
+
+
+def parse_candles(payload: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a candles response; return ``(open_time_ns int64[n], ohlcv float64[n, 5])`` with the
+    columns reordered to open, high, low, close, volume."""
+    if not isinstance(payload, list):
+        raise TypeError(f"expected a JSON list of candles, got {type(payload).__name__}")
+    times = np.empty(len(payload), dtype=np.int64)
+    values = np.empty((len(payload), 5), dtype=np.float64)
+    for i, c in enumerate(payload):
+        if not isinstance(c, list) or len(c) < 6:
+            raise ValueError(f"candle {i} is not a list of 6 numbers: {str(c)[:80]}")
+        if isinstance(c[0], bool) or not isinstance(c[0], int | float):
+            raise TypeError(f"candle {i}: time {c[0]!r} is not a number")
+        t, low, high, open_, close, volume = c[:6]
+        times[i] = int(t)
+        values[i] = (float(open_), float(high), float(low), float(close), float(volume))
+    return epoch_to_ns(times), values
+
+
+def _iso(ns: int) -> str:
+    return pd.Timestamp(ns, tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CoinbaseSource:
+    """Coinbase Exchange public candles for ``BASE-USD``."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_COINBASE_BASE_URL,
+        *,
+        max_candles: int = COINBASE_MAX_CANDLES,
+        timeout: Timeout = (3.05, 10.0),
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 60.0,
+        name: str = "coinbase",
+    ) -> None:
+        if not 1 <= max_candles <= COINBASE_MAX_CANDLES:
+            raise ValueError(f"max_candles must be in 1..{COINBASE_MAX_CANDLES}")
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.max_candles = max_candles
+        self.http = JsonHttpClient(
+            name,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+        )
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    @property
+    def banned(self) -> str | None:
+        return self.http.banned
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:
+        return f"CoinbaseSource({self.base_url!r})"
+
+    @staticmethod
+    def product_id(instrument: str) -> str:
+        return f"{base_of(instrument)}-USD"
+
+    def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        try:
+            product = self.product_id(instrument)
+        except SymbolError as exc:
+            raise SymbolNotListed(f"{instrument!r} is not an instrument key") from exc
+        start, end = to_utc(start), to_utc(end)
+        first_min = -(-start.value // MINUTE_NS)  # minute indices since the epoch, [first, stop)
+        stop_min = -(-end.value // MINUTE_NS)
+        url = f"{self.base_url}/products/{product}/candles"
+        times_parts: list[np.ndarray] = []
+        value_parts: list[np.ndarray] = []
+        for a in range(first_min, stop_min, self.max_candles):
+            b = min(a + self.max_candles, stop_min)
+            params = {"granularity": 60, "start": _iso(a * MINUTE_NS), "end": _iso((b - 1) * MINUTE_NS)}
+            times, values = self.http.get_json(
+                url, params, validate=parse_candles, classify_error=self._classify
+            )
+            times_parts.append(times)
+            value_parts.append(values)
+        if not times_parts:
+            return empty_bars()
+        times = np.concatenate(times_parts)
+        if len(times) == 0:
+            return empty_bars()
+        values = np.concatenate(value_parts)
+        order = np.argsort(times, kind="stable")  # newest first on the wire → ascending
+        df = make_bars(instrument, times[order], *values[order].T, source=self.name)
+        return normalize_bars(df, start, end)
+
+    @staticmethod
+    def _classify(status: int, body: Any) -> PriceSourceError | None:
+        # Only Coinbase's own JSON 404 means "no such product"; a bare 404 (wrong base URL, proxy)
+        # stays a plain source error so that the symbol is not wrongly declared unpriceable.
+        message = body.get("message") if isinstance(body, dict) else None
+        if status == 404 and isinstance(message, str) and message.replace(" ", "").lower() == "notfound":
+            return SymbolNotListed(f"{message} (HTTP 404)")
+        return None

@@ -1,0 +1,240 @@
+"""HTTP for the exchange clients: one pooled ``requests.Session`` per source, urllib3 retries with
+exponential backoff that honour ``Retry-After``, exact attempt counting, and JSON validation.
+
+Layers, from the socket up:
+
+1. :class:`CountingRetry` (a ``urllib3.util.Retry``) retries connection errors, read timeouts and
+   HTTP 429/500/502/503/504 for GET, sleeping ``backoff_factor · 2^(n-1)`` (capped at ``backoff_max``)
+   or the server's ``Retry-After`` (capped at ``max_retry_after``). Every retry it grants bumps the
+   client's counter, so ``requests_made`` = top-level calls + urllib3-internal retries, exactly.
+2. :meth:`JsonHttpClient.get_json` reads the body itself and parses it. A truncated body, malformed
+   JSON, or JSON of the wrong shape (``validate`` raises) is an error for that request: it is retried by
+   a small bounded loop with the same backoff, and a partially parsed page is never returned.
+3. Status mapping: 418 → :class:`SourceBanned` (never retried, logged at ERROR, and the client refuses
+   every later call); other 4xx → ``classify_error`` (e.g. :class:`SymbolNotListed`) or
+   :class:`PriceSourceError`; 429/5xx left after the retries → :class:`PriceSourceError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from meta_pipeline.prices.model import PriceSourceError, SourceBanned
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+Timeout = float | tuple[float, float]
+
+
+class CountingRetry(Retry):
+    """``Retry`` that calls ``on_retry()`` each time it grants another attempt, and caps any
+    ``Retry-After`` sleep at ``max_retry_after`` seconds (works on every urllib3 2.x)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        on_retry: Callable[[], None] | None = None,
+        max_retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
+        self.max_retry_after = max_retry_after
+
+    def new(self, **kw: Any) -> CountingRetry:
+        retry = super().new(**kw)
+        retry.on_retry = self.on_retry
+        retry.max_retry_after = self.max_retry_after
+        return retry
+
+    def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
+        retry = super().increment(*args, **kwargs)  # raises MaxRetryError when exhausted: no new attempt
+        if self.on_retry is not None:
+            self.on_retry()
+        return retry
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        if seconds is not None and self.max_retry_after is not None:
+            seconds = min(seconds, self.max_retry_after)
+        return seconds
+
+
+class _BadPayload(Exception):
+    """The body was truncated, not JSON, or JSON of the wrong shape: retry the request."""
+
+
+class JsonHttpClient:
+    """GET-and-parse-JSON for one source.
+
+    ``timeout`` is ``(connect, read)`` seconds (or one number for both); ``max_retries`` bounds both
+    the urllib3 retries of one call and the payload retries; ``backoff_factor``/``backoff_max`` shape
+    the exponential backoff; ``max_retry_after`` caps how long a server's ``Retry-After`` can make us
+    sleep. Thread-safe counter; the session itself is meant for one thread at a time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout: Timeout = (3.05, 10.0),
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 60.0,
+        pool_maxsize: int = 10,
+        user_agent: str = "meta-pipeline-prices/0.1",
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.name = name
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_factor = backoff_factor
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.requests_made = 0
+        self.banned: str | None = None
+        self._lock = threading.Lock()
+        self.retry = CountingRetry(
+            total=max_retries,
+            connect=None,
+            read=None,
+            status=None,
+            redirect=3,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            raise_on_status=False,  # we map the last 429/5xx response ourselves
+            respect_retry_after_header=True,
+            on_retry=self._count,
+            max_retry_after=max_retry_after,
+        )
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        adapter = HTTPAdapter(max_retries=self.retry, pool_connections=2, pool_maxsize=pool_maxsize)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def _count(self) -> None:
+        with self._lock:
+            self.requests_made += 1
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_max, self.backoff_factor * (2**attempt))
+
+    def get_json(
+        self,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        validate: Callable[[Any], Any] | None = None,
+        classify_error: Callable[[int, Any], PriceSourceError | None] | None = None,
+    ) -> Any:
+        """GET ``url`` and return the parsed JSON (or ``validate(parsed)`` when given).
+
+        ``validate`` raises ``ValueError``/``TypeError``/``KeyError``/``IndexError`` for a payload of
+        the wrong shape (the request is then retried). ``classify_error(status, body_or_None)`` may
+        turn a non-retryable 4xx into a specific error such as :class:`SymbolNotListed`.
+        """
+        if self.banned is not None:
+            raise SourceBanned(
+                f"{self.name} banned this IP earlier in this run ({self.banned}); not calling it again"
+            )
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self._backoff(attempt - 1))
+            self._count()
+            try:
+                resp = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+            except requests.RequestException as exc:
+                # urllib3 has already retried connection errors and timeouts max_retries times.
+                raise PriceSourceError(
+                    f"{self.name}: request failed after retries: {_describe(exc)}"
+                ) from exc
+            try:
+                body = resp.content  # truncated bodies raise here
+            except requests.RequestException as exc:
+                last_problem = f"body truncated or unreadable: {_describe(exc)}"
+                log.warning("%s: %s (%s); retrying", self.name, last_problem, _short(resp.url))
+                continue
+            finally:
+                resp.close()
+            status = resp.status_code
+            if status == 418:
+                self.banned = (
+                    f"HTTP 418 at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {_snippet(body)}"
+                )
+                log.error(
+                    "!!! %s RETURNED HTTP 418: THIS IP IS BANNED. No further requests will be sent to %s in this "
+                    "run. Body: %s",
+                    self.name.upper(),
+                    self.name,
+                    _snippet(body),
+                )
+                raise SourceBanned(f"{self.name}: HTTP 418 IP ban: {_snippet(body)}")
+            if status != 200:
+                parsed = _try_json(body)
+                if classify_error is not None:
+                    err = classify_error(status, parsed)
+                    if err is not None:
+                        raise err
+                if status in RETRY_STATUSES:
+                    raise PriceSourceError(
+                        f"{self.name}: HTTP {status} after {self.max_retries} retries: {_snippet(body)}"
+                    )
+                raise PriceSourceError(f"{self.name}: HTTP {status}: {_snippet(body)}")
+            try:
+                try:
+                    parsed = json.loads(body)
+                except ValueError as exc:
+                    raise _BadPayload(f"malformed JSON ({exc})") from exc
+                if validate is None:
+                    return parsed
+                try:
+                    return validate(parsed)
+                except (ValueError, TypeError, KeyError, IndexError) as exc:
+                    raise _BadPayload(f"unexpected JSON shape ({exc})") from exc
+            except _BadPayload as exc:
+                last_problem = str(exc)
+                log.warning("%s: %s (%s); retrying", self.name, last_problem, _short(resp.url))
+        raise PriceSourceError(
+            f"{self.name}: bad response after {self.max_retries + 1} attempts: {last_problem}"
+        )
+
+
+def _try_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace").strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _short(url: str | None) -> str:
+    return (url or "")[:200]
+
+
+def _describe(exc: BaseException) -> str:
+    reason = getattr(exc, "args", None)
+    text = str(reason[0]) if reason else str(exc)
+    return f"{type(exc).__name__}: {text[:300]}"

@@ -1,0 +1,278 @@
+"""Data model shared by every price-bar source: the bars frame, the errors, and :class:`DayFetch`.
+
+A *bars frame* has exactly :data:`BAR_COLUMNS`:
+
+==============  ==========================  =============================================
+column          dtype                       meaning
+==============  ==========================  =============================================
+instrument      str                         storage key, Binance symbol ``BASEUSDT``
+open_time       ``datetime64[ns, UTC]``     the 1-minute bar's *open* time
+open … close    float64                     prices (quote currency, USD ≈ USDT ≈ USDC)
+volume          float64                     base-asset volume
+source          str                         ``binance`` / ``coinbase`` / ``files``
+==============  ==========================  =============================================
+
+sorted by ``open_time`` with one row per (instrument, open_time). :func:`normalize_bars` is the one
+place that enforces this; every source passes its output through it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+BAR_COLUMNS = ["instrument", "open_time", "open", "high", "low", "close", "volume", "source"]
+PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
+MINUTE = pd.Timedelta(minutes=1)
+DAY = pd.Timedelta(days=1)
+MINUTE_NS = 60_000_000_000
+MINUTES_PER_DAY = 1440
+
+
+# --------------------------------------------------------------------------------------------- errors
+class PriceSourceError(Exception):
+    """A request to a price source failed after its retries (network, 5xx, 429, malformed or
+    truncated JSON, unreadable file, missing day file …). The fetcher falls back to the next source."""
+
+
+class SymbolNotListed(PriceSourceError):
+    """The source does not list the symbol (Binance -1121 "Invalid symbol", Coinbase 404 NotFound,
+    no directory for the symbol in the bars directory)."""
+
+
+class SourceBanned(PriceSourceError):
+    """HTTP 418: the exchange banned this IP. The source must not be called again in this run."""
+
+
+# ------------------------------------------------------------------------------------------- protocol
+@runtime_checkable
+class PriceSource(Protocol):
+    """One client per price source. ``requests_made`` counts every HTTP attempt, retries included."""
+
+    name: str
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP attempts made so far (0 for a source that makes none)."""
+        ...
+
+    def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Bars with ``start <= open_time < end`` (a bars frame), or raise a :class:`PriceSourceError`."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------ timestamps
+def to_utc(ts: pd.Timestamp | dt.datetime | str) -> pd.Timestamp:
+    """A tz-aware UTC :class:`pandas.Timestamp` (naive input is taken to be UTC)."""
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[day 00:00, day+1 00:00)`` in UTC."""
+    start = pd.Timestamp(day.year, day.month, day.day, tz="UTC")
+    return start, start + DAY
+
+
+def epoch_to_ns(values: np.ndarray) -> np.ndarray:
+    """Epoch timestamps in seconds, milliseconds or microseconds → int64 nanoseconds.
+
+    The unit is detected per value by magnitude (valid for dates between 1973 and 5138):
+    < 1e11 seconds, < 1e14 milliseconds, < 1e17 microseconds, else nanoseconds. Binance's newer
+    spot dumps write microseconds, the API and the older dumps milliseconds, Coinbase seconds.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    a = np.abs(v)
+    return np.where(
+        a < 10**11, v * 1_000_000_000, np.where(a < 10**14, v * 1_000_000, np.where(a < 10**17, v * 1_000, v))
+    ).astype(np.int64)
+
+
+def times_ns(open_time: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """A tz-aware datetime column → int64 nanoseconds since the epoch (UTC)."""
+    ser = pd.Series(open_time)
+    if ser.dt.tz is not None:
+        ser = ser.dt.tz_convert(None)
+    return ser.astype("datetime64[ns]").to_numpy().view(np.int64)
+
+
+# ------------------------------------------------------------------------------------------ bar frames
+def empty_bars() -> pd.DataFrame:
+    """A bars frame with no rows and the right dtypes."""
+    none = np.array([], dtype=np.float64)
+    return make_bars("", np.array([], dtype=np.int64), none, none, none, none, none, source="")
+
+
+def make_bars(
+    instrument: str,
+    open_time_ns: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    *,
+    source: str,
+) -> pd.DataFrame:
+    """Build a bars frame from columns (not yet sorted or de-duplicated: see :func:`normalize_bars`)."""
+    n = len(open_time_ns)
+    df = pd.DataFrame(
+        {
+            "instrument": pd.Series([instrument] * n, dtype=str),
+            "open_time": pd.to_datetime(np.asarray(open_time_ns, dtype=np.int64), unit="ns", utc=True),
+            "open": np.asarray(open_, dtype=np.float64),
+            "high": np.asarray(high, dtype=np.float64),
+            "low": np.asarray(low, dtype=np.float64),
+            "close": np.asarray(close, dtype=np.float64),
+            "volume": np.asarray(volume, dtype=np.float64),
+            "source": pd.Series([source] * n, dtype=str),
+        }
+    )
+    df["open_time"] = df["open_time"].astype("datetime64[ns, UTC]")
+    return df
+
+
+def normalize_bars(
+    df: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Enforce the bars-frame invariants: keep ``start <= open_time < end``, drop rows whose prices are
+    not finite, de-duplicate ``(instrument, open_time)`` with the LATER row winning (a collector writes a
+    forming candle first and the final one later), sort by instrument then open_time, reset the index,
+    and coerce the dtypes."""
+    if df.empty:
+        return empty_bars()
+    out = df.loc[:, BAR_COLUMNS].copy()
+    out["open_time"] = pd.to_datetime(out["open_time"], utc=True).astype("datetime64[ns, UTC]")
+    for col in PRICE_COLUMNS:
+        out[col] = out[col].astype(np.float64)
+    keep = np.isfinite(out[["open", "high", "low", "close"]].to_numpy()).all(axis=1)
+    if start is not None:
+        keep &= (out["open_time"] >= to_utc(start)).to_numpy()
+    if end is not None:
+        keep &= (out["open_time"] < to_utc(end)).to_numpy()
+    out = out.loc[keep]
+    out = out.drop_duplicates(["instrument", "open_time"], keep="last")
+    out = out.sort_values(["instrument", "open_time"], kind="stable").reset_index(drop=True)
+    out["instrument"] = out["instrument"].astype(str)
+    out["source"] = out["source"].astype(str)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- DayFetch
+def _now_utc() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+@dataclass(eq=False)
+class DayFetch:
+    """What the fetcher obtained for one (instrument, UTC day).
+
+    ``bars`` holds only bars with open_time in ``[day 00:00, day+1 00:00)``; for today only up to the
+    minute of ``fetched_at`` (that forming bar's *open* is final, its close is not).
+    ``gaps`` are half-open ``[start, end)`` open-time ranges: a single missing minute at 12:00 is
+    ``(12:00, 12:01)``.
+    """
+
+    instrument: str
+    day: dt.date
+    bars: pd.DataFrame = field(default_factory=empty_bars)
+    source: str | None = None
+    requests: int = 0
+    attempts: list[str] = field(default_factory=list)
+    unpriceable: str | None = None
+    error: str | None = None
+    fetched_at: pd.Timestamp = field(default_factory=_now_utc)
+
+    def __post_init__(self) -> None:
+        self.fetched_at = to_utc(self.fetched_at)
+
+    # -- the expected part of the day --------------------------------------------------------------
+    @property
+    def day_start(self) -> pd.Timestamp:
+        return day_bounds(self.day)[0]
+
+    @property
+    def day_end(self) -> pd.Timestamp:
+        return day_bounds(self.day)[1]
+
+    @property
+    def expected_end(self) -> pd.Timestamp:
+        """Exclusive end of the minutes that have opened by ``fetched_at``."""
+        start, end = day_bounds(self.day)
+        if self.fetched_at < start:
+            return start
+        return min(end, self.fetched_at.floor("min") + MINUTE)
+
+    @property
+    def expected_bars(self) -> int:
+        """Minutes of the day whose bar has opened by ``fetched_at`` (1440 for a past day, fewer for
+        today, 0 for a future day)."""
+        return int((self.expected_end - self.day_start) // MINUTE)
+
+    @property
+    def present_bars(self) -> int:
+        """Distinct bars held within the expected part of the day."""
+        return int(len(self._present_ns()))
+
+    @property
+    def gaps(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Half-open ``[start, end)`` ranges of missing minutes within the expected part of the day."""
+        n = self.expected_bars
+        if n == 0:
+            return []
+        start_ns = self.day_start.value
+        expected = start_ns + np.arange(n, dtype=np.int64) * MINUTE_NS
+        missing = ~np.isin(expected, self._present_ns())
+        if not missing.any():
+            return []
+        edges = np.diff(np.concatenate(([0], missing.astype(np.int8), [0])))
+        starts = np.flatnonzero(edges == 1)
+        ends = np.flatnonzero(edges == -1)
+        return [
+            (pd.Timestamp(int(expected[s]), tz="UTC"), pd.Timestamp(int(start_ns + e * MINUTE_NS), tz="UTC"))
+            for s, e in zip(starts, ends, strict=True)
+        ]
+
+    @property
+    def missing_bars(self) -> int:
+        return self.expected_bars - self.present_bars
+
+    @property
+    def complete(self) -> bool:
+        """Every minute of the day is present and the day had fully ended when it was fetched."""
+        return self.fetched_at >= self.day_end and self.present_bars == self.expected_bars
+
+    @property
+    def ok(self) -> bool:
+        """A source supplied bars (possibly with gaps)."""
+        return self.source is not None
+
+    def summary(self) -> dict[str, object]:
+        """A flat, JSON-friendly record (for logs, Dagster metadata tables)."""
+        return {
+            "instrument": self.instrument,
+            "day": self.day.isoformat(),
+            "source": self.source,
+            "requests": self.requests,
+            "expected_bars": self.expected_bars,
+            "present_bars": self.present_bars,
+            "gaps": len(self.gaps),
+            "complete": self.complete,
+            "unpriceable": self.unpriceable,
+            "error": self.error,
+            "attempts": "; ".join(self.attempts),
+            "fetched_at": self.fetched_at.isoformat(),
+        }
+
+    def _present_ns(self) -> np.ndarray:
+        if self.bars.empty:
+            return np.array([], dtype=np.int64)
+        ot = self.bars["open_time"]
+        sel = (ot >= self.day_start) & (ot < self.expected_end)
+        return np.unique(times_ns(ot[sel]))
