@@ -69,6 +69,7 @@ def reconcile(
     known_until = known_until or {}
     unpriceable = unpriceable or {}
 
+    _check_signals(signals)
     ts_ns = _ns_array(signals["ts"]) if n else np.empty(0, dtype="int64")
     exit_targets = ts_ns[:, None] + np.round(horizons * _NS_PER_HOUR).astype("int64")[None, :]
 
@@ -83,8 +84,8 @@ def reconcile(
         f"no bar opens within {gap_minutes:g} min after entry time (exchange gap)",
         "exit price not known yet",
         f"no bar opens within {gap_minutes:g} min after exit time (exchange gap)",
-        *sorted(set(unpriceable.values())),
     ]
+    reasons += sorted(set(unpriceable.values()) - set(reasons))
     unpriceable_code = np.full(n, -1, dtype="int16")
 
     bar_groups = _bars_by_instrument(bars)
@@ -136,6 +137,7 @@ def reconcile(
     passthrough = signals[[c for c in _PASSTHROUGH if c in signals.columns]]
     passthrough = passthrough.astype({c: "category" for c in passthrough.columns if c in _CATEGORICAL})
     out = passthrough.take(np.repeat(np.arange(n), k)).reset_index(drop=True)
+    out["ts"] = _to_timestamps(np.repeat(ts_ns, k))  # UTC, ns, whatever zone the input was in
     out["horizon_hours"] = np.tile(horizons, n)
     out["entry_time"] = _to_timestamps(np.repeat(entry_time, k))
     out["entry_price"] = entry_p
@@ -146,6 +148,20 @@ def reconcile(
     out["status"] = pd.Categorical.from_codes(status_code, categories=[MATURED, PENDING, UNPRICED])
     out["reason"] = pd.Categorical.from_codes(reason_code, categories=reasons)
     return out[[c for c in RECONCILED_COLUMNS if c in out.columns]]
+
+
+def _check_signals(signals: pd.DataFrame) -> None:
+    """The kernel trusts nothing it cannot price correctly: ingestion guarantees these, other
+    callers get an error instead of a plausible-looking wrong row."""
+    if not len(signals):
+        return
+    if signals["ts"].isna().any():
+        raise ValueError("signals without ts cannot be reconciled (ingestion quarantines them)")
+    if signals["instrument"].isna().any():
+        raise ValueError("signals without instrument cannot be reconciled")
+    bad = set(signals["direction"].unique()) - {"LONG", "SHORT"}
+    if bad:
+        raise ValueError(f"direction must be 'LONG' or 'SHORT', got {sorted(map(str, bad))}")
 
 
 def _price_at(times: np.ndarray, opens: np.ndarray, targets: np.ndarray, gap_ns: int,
