@@ -11,23 +11,24 @@ differ.
 (a) naive  — one small klines request per price: entry and exit for every signal × horizon
              (6 requests a signal), as the old patch plan did. Run on ``--naive-sample`` signals and
              extrapolated linearly to all signals (the output says so).
-(b) bulk   — ``PriceFetcher.fetch_day`` once per needed symbol-day (signal days, the days exits reach,
-             and the day a price 5 minutes later may come from), then every price by a vectorised
-             lookup: price at t = OPEN of the first 1-minute bar with open_time >= t, missing if that
-             bar opens more than 5 minutes after t (numpy.searchsorted).
-(c) warm   — the same run again, the days read back from a Parquet cache written by (b): 0 requests.
+(b) cold   — the real pipeline, one Dagster run over the range: `signals` → `price_bars` (one
+             `PriceFetcher.fetch_day` per symbol-day: the signal days and the days exits reach)
+             → `reconciled_trades` (the vectorised kernel).
+(c) warm   — the same run again: complete past days are read back from the warehouse, 0 requests.
 
-The naive and bulk prices are compared on the sample (they must agree exactly).
+The naive and pipeline prices are compared on the sample (they must agree exactly).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from meta_pipeline.prices import PriceFetcher, build_sources, read_kline_csv  # noqa: E402
-from meta_pipeline.prices.model import DayFetch, normalize_bars, times_ns  # noqa: E402
+import dagster as dg  # noqa: E402
+
+from meta_pipeline.defs.ingestion import signals as signals_asset  # noqa: E402
+from meta_pipeline.defs.partitions import REACH_DAYS  # noqa: E402
+from meta_pipeline.defs.prices import price_bars  # noqa: E402
+from meta_pipeline.defs.reconciliation import reconciled_trades  # noqa: E402
+from meta_pipeline.defs.resources import DataRoot, PriceSources, ReconciliationPolicy  # noqa: E402
+from meta_pipeline.prices import read_kline_csv  # noqa: E402
+from meta_pipeline.prices.model import normalize_bars  # noqa: E402
 from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR, FakeExchange  # noqa: E402
 
 SYMBOLS = {"BTCUSDT": 1.0, "ETHUSDT": 0.055, "SOLUSDT": 0.0021, "BNBUSDT": 0.0065}
 FIRST_DAY = dt.date(2024, 3, 1)
 SIGNAL_DAYS = 5
+LAST_BAR_DAY = FIRST_DAY + dt.timedelta(days=SIGNAL_DAYS - 1 + REACH_DAYS)  # the days 24 h exits reach
 HORIZONS_H = (1, 4, 24)
 MAX_STALENESS = pd.Timedelta(minutes=5)
 MAX_STALENESS_NS = MAX_STALENESS.value
@@ -52,10 +61,10 @@ MAX_STALENESS_NS = MAX_STALENESS.value
 
 # ------------------------------------------------------------------------------------------- data
 def synthetic_bars() -> pd.DataFrame:
-    """4 symbols × (5 signal days + 1 exit day) of relabelled real 1-minute bars."""
+    """4 symbols × (5 signal days + the days their exits reach) of relabelled real 1-minute bars."""
     frames = []
     for k, (symbol, scale) in enumerate(SYMBOLS.items()):
-        for d in range(SIGNAL_DAYS + 1):
+        for d in range((LAST_BAR_DAY - FIRST_DAY).days + 1):
             src_day = FIRST_DAY + dt.timedelta(days=d + 3 * k)
             df = read_kline_csv(MARKET_DATA_DIR / "BTCUSDT" / f"BTCUSDT-1m-{src_day:%Y-%m-%d}.csv")
             df["open_time"] = df["open_time"] - pd.Timedelta(days=3 * k)
@@ -90,45 +99,6 @@ def price_times(signals: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-# ----------------------------------------------------------------------------------------- pricing
-def price_at(open_ns: np.ndarray, opens: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
-    """OPEN of the first bar with open_time >= t; NaN if that bar opens more than 5 min after t."""
-    out = np.full(len(t_ns), np.nan)
-    if len(open_ns) == 0:
-        return out
-    idx = np.searchsorted(open_ns, t_ns, side="left")
-    safe = np.minimum(idx, len(open_ns) - 1)
-    ok = (idx < len(open_ns)) & (open_ns[safe] - t_ns <= MAX_STALENESS_NS)
-    out[ok] = opens[safe[ok]]
-    return out
-
-
-def price_all(legs: pd.DataFrame, bars_by_symbol: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    legs = legs.copy()
-    legs["entry_price"] = np.nan
-    legs["exit_price"] = np.nan
-    for symbol, idx in legs.groupby("symbol").groups.items():
-        bars = bars_by_symbol.get(symbol)
-        if bars is None or bars.empty:
-            continue
-        open_ns = times_ns(bars["open_time"])
-        opens = bars["open"].to_numpy()
-        sub = legs.loc[idx]
-        legs.loc[idx, "entry_price"] = price_at(open_ns, opens, times_ns(sub["entry_t"]))
-        legs.loc[idx, "exit_price"] = price_at(open_ns, opens, times_ns(sub["exit_t"]))
-    return legs
-
-
-def needed_days(legs: pd.DataFrame) -> list[tuple[str, dt.date]]:
-    """Symbol-days holding the bar that prices any entry or exit (t or up to 5 minutes after t)."""
-    keys: set[tuple[str, dt.date]] = set()
-    for col in ("entry_t", "exit_t"):
-        for shift in (pd.Timedelta(0), MAX_STALENESS):
-            days = (legs[col] + shift).dt.date
-            keys.update(zip(legs["symbol"], days, strict=True))
-    return sorted(keys)
-
-
 # ---------------------------------------------------------------------------------------- approaches
 def run_naive(fx: FakeExchange, legs: pd.DataFrame) -> tuple[pd.DataFrame, int, float]:
     """One klines request per price (limit=1 from t), entry and exit for every leg."""
@@ -150,43 +120,36 @@ def run_naive(fx: FakeExchange, legs: pd.DataFrame) -> tuple[pd.DataFrame, int, 
     return legs.assign(entry_price=entry, exit_price=exit_), n_requests, elapsed
 
 
-def run_bulk(
-    fx: FakeExchange, legs: pd.DataFrame, cache_dir: Path | None
-) -> tuple[pd.DataFrame, int, float, list[DayFetch]]:
-    sources = build_sources(["binance"], binance_base_url=fx.binance_url)
-    fetcher = PriceFetcher(sources)
-    t0 = time.perf_counter()
-    fetched = [fetcher.fetch_day(symbol, day) for symbol, day in needed_days(legs)]
-    by_symbol = {
-        s: pd.concat([f.bars for f in fetched if f.instrument == s and not f.bars.empty], ignore_index=True)
-        for s in {f.instrument for f in fetched}
-    }
-    priced = price_all(legs, by_symbol)
-    elapsed = time.perf_counter() - t0
-    if cache_dir is not None:
-        for f in fetched:
-            if f.complete:  # only a complete past day can never change
-                f.bars.to_parquet(cache_dir / f"{f.instrument}_{f.day:%Y-%m-%d}.parquet", index=False)
-    return priced, sum(f.requests for f in fetched), elapsed, fetched
+def run_pipeline(fx: FakeExchange, root: Path) -> tuple[pd.DataFrame, int, float]:
+    """The real thing: materialize signals → price_bars → reconciled_trades over the whole range in
+    one run, against the fake exchange. Returns the reconciled rows, requests made, wall time."""
+    before = fx.count()
+    began = time.perf_counter()
+    result = dg.materialize(
+        [signals_asset, price_bars, reconciled_trades],
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "data_root": DataRoot(root=str(root)),
+            "price_sources": PriceSources(sources=["binance"], binance_base_url=fx.binance_url,
+                                          coinbase_base_url=fx.coinbase_url, bars_dir=str(root / "bars")),
+            "reconciliation_policy": ReconciliationPolicy(),
+        },
+        tags={"dagster/asset_partition_range_start": FIRST_DAY.isoformat(),
+              "dagster/asset_partition_range_end": LAST_BAR_DAY.isoformat()},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    elapsed = time.perf_counter() - began
+    assert result.success
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((root / "warehouse" / "reconciled_trades").glob("*.parquet"))])
+    return rows, fx.count() - before, elapsed
 
 
-def run_warm(fx: FakeExchange, legs: pd.DataFrame, cache_dir: Path) -> tuple[pd.DataFrame, int, float]:
-    sources = build_sources(["binance"], binance_base_url=fx.binance_url)
-    fetcher = PriceFetcher(sources)
-    t0 = time.perf_counter()
-    frames: dict[str, list[pd.DataFrame]] = {}
-    n_requests = 0
-    for symbol, day in needed_days(legs):
-        path = cache_dir / f"{symbol}_{day:%Y-%m-%d}.parquet"
-        if path.is_file():
-            frames.setdefault(symbol, []).append(pd.read_parquet(path))
-        else:  # not cached (incomplete or failed day): fetch it again
-            f = fetcher.fetch_day(symbol, day)
-            n_requests += f.requests
-            frames.setdefault(symbol, []).append(f.bars)
-    by_symbol = {s: pd.concat(v, ignore_index=True) for s, v in frames.items()}
-    priced = price_all(legs, by_symbol)
-    return priced, n_requests, time.perf_counter() - t0
+def write_signals(root: Path, signals: pd.DataFrame) -> None:
+    (root / "alpha").mkdir(parents=True)
+    with (root / "alpha" / "events.jsonl").open("w") as handle:
+        for i, row in enumerate(signals.itertuples(index=False)):
+            handle.write(json.dumps({"ts": row.ts.isoformat(), "agent": "bench", "run_id": f"run-{i:05d}",
+                                     "symbol": row.symbol, "direction": row.direction}) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -202,38 +165,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
     bars = synthetic_bars()
     signals = synthetic_signals(args.signals, args.seed)
     legs = price_times(signals)
-    days = needed_days(legs)
-    n_symbol_days = len(days)
+    n_symbol_days = len(SYMBOLS) * ((LAST_BAR_DAY - FIRST_DAY).days + 1)
     sample = min(args.naive_sample, args.signals)
     sample_legs = legs[legs["signal"] < sample]
 
     with FakeExchange(bars, latency=args.latency) as fx, tempfile.TemporaryDirectory() as tmp:
-        cache_dir = Path(tmp)
+        root = Path(tmp)
+        write_signals(root, signals)
         naive, naive_req, naive_s = run_naive(fx, sample_legs)
-        fx.reset()
-        bulk, bulk_req, bulk_s, fetched = run_bulk(fx, legs, cache_dir)
-        assert bulk_req == fx.count(), (bulk_req, fx.count())
-        fx.reset()
-        warm, warm_req, warm_s = run_warm(fx, legs, cache_dir)
-        assert fx.count() == warm_req
+        bulk, bulk_req, bulk_s = run_pipeline(fx, root)
+        warm, warm_req, warm_s = run_pipeline(fx, root)
 
     scale = args.signals / sample
     cols = ["entry_price", "exit_price"]
-    cmp_bulk = bulk.loc[sample_legs.index, cols].to_numpy()
-    agree = np.array_equal(cmp_bulk, naive[cols].to_numpy(), equal_nan=True)
-    same_warm = np.array_equal(bulk[cols].to_numpy(), warm[cols].to_numpy(), equal_nan=True)
-    priced = int(bulk[cols].notna().all(axis=1).sum())
+    key = ["run_id", "horizon_hours"]
+    bulk = bulk.sort_values(key, ignore_index=True)
+    warm = warm.sort_values(key, ignore_index=True)
+    sample_ids = {f"run-{i:05d}" for i in range(sample)}
+    naive_prices = naive.sort_values(["signal", "horizon_h"])[cols].to_numpy()
+    bulk_prices = bulk[bulk["run_id"].isin(sample_ids)][cols].to_numpy()
+    agree = np.array_equal(bulk_prices, naive_prices, equal_nan=True)
+    same_warm = bulk.equals(warm)
+    priced = int((bulk["status"] == "matured").sum())
 
     print(
         f"{args.signals} signals × {len(HORIZONS_H)} horizons {HORIZONS_H} h on {len(SYMBOLS)} symbols over "
         f"{SIGNAL_DAYS} days; {n_symbol_days} symbol-days needed; latency {args.latency * 1000:.0f} ms/request; "
         f"loopback fake exchange"
     )
-    print(f"legs priced (entry and exit present): {priced}/{len(bulk)}")
+    print(f"(signal, horizon) rows matured: {priced}/{len(bulk)}")
     print()
     header = f"{'approach':<44} {'requests':>9} {'req/symbol-day':>15} {'wall time':>10}"
     print(header)
@@ -241,18 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         (f"(a) naive, measured on {sample} signals", naive_req, naive_s),
         (f"(a) naive, extrapolated ×{scale:g} to {args.signals}", naive_req * scale, naive_s * scale),
-        ("(b) bulk: fetch_day per symbol-day + lookup", bulk_req, bulk_s),
-        ("(c) warm: days from the Parquet cache", warm_req, warm_s),
+        ("(b) cold: price_bars + reconciled_trades", bulk_req, bulk_s),
+        ("(c) warm: same run again, bars from storage", warm_req, warm_s),
     ]
     for name, n_req, secs in rows:
         print(f"{name:<44} {n_req:>9.0f} {n_req / n_symbol_days:>15.2f} {secs:>9.2f}s")
     print()
-    print(f"naive vs bulk prices on the {sample}-signal sample: {'identical' if agree else 'DIFFERENT'}")
-    print(f"bulk vs warm prices on all signals: {'identical' if same_warm else 'DIFFERENT'}")
-    print(f"speed-up bulk vs naive (extrapolated): ×{naive_s * scale / bulk_s:.0f}")
-    incomplete = [f"{f.instrument} {f.day}" for f in fetched if not f.complete]
-    if incomplete:
-        print(f"incomplete days (not cached): {', '.join(incomplete)}")
+    print(f"naive vs pipeline prices on the {sample}-signal sample: {'identical' if agree else 'DIFFERENT'}")
+    print(f"cold vs warm reconciled rows: {'identical' if same_warm else 'DIFFERENT'}")
+    print(f"speed-up cold pipeline vs naive (extrapolated): ×{naive_s * scale / bulk_s:.0f}")
     return 0 if agree and same_warm else 1
 
 
