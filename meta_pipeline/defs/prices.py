@@ -79,6 +79,11 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
         "gaps": int(table["gaps"].sum()),
         "problems": int(table["problem"].astype(bool).sum()),
         "by_source": counts_table(table["source"].fillna("none").value_counts(), "source", "symbol-days"),
+        "per_day": dg.MetadataValue.md(
+            table.groupby("day").agg(symbols=("instrument", "count"), expected=("expected", "sum"),
+                                     present=("present", "sum"), gaps=("gaps", "sum"),
+                                     requests=("requests", "sum")).reset_index().to_markdown(index=False)
+            if len(table) else "_no symbol-days_"),
         "symbol_days_table": frame_preview(table, 60),
     })
 

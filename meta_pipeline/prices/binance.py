@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from meta_pipeline.prices.http import JsonHttpClient, Timeout
+from meta_pipeline.prices.http import HttpSource
 from meta_pipeline.prices.model import (
     MINUTE_NS,
     PriceSourceError,
@@ -58,48 +58,15 @@ def parse_klines(payload: Any) -> tuple[np.ndarray, np.ndarray]:
     return epoch_to_ns(times), values
 
 
-class BinanceSource:
+class BinanceSource(HttpSource):
     """Binance spot klines (``interval=1m``). See the module docstring for the pagination rules."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BINANCE_BASE_URL,
-        *,
-        limit: int = BINANCE_MAX_LIMIT,
-        timeout: Timeout = (3.05, 10.0),
-        max_retries: int = 5,
-        backoff_factor: float = 0.5,
-        backoff_max: float = 30.0,
-        max_retry_after: float = 60.0,
-        name: str = "binance",
-    ) -> None:
+    def __init__(self, base_url: str = DEFAULT_BINANCE_BASE_URL, *, limit: int = BINANCE_MAX_LIMIT,
+                 name: str = "binance", **http_options) -> None:
         if not 1 <= limit <= BINANCE_MAX_LIMIT:
             raise ValueError(f"limit must be in 1..{BINANCE_MAX_LIMIT}")
-        self.name = name
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, name=name, **http_options)
         self.limit = limit
-        self.http = JsonHttpClient(
-            name,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_factor=backoff_factor,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-        )
-
-    @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    @property
-    def banned(self) -> str | None:
-        return self.http.banned
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __repr__(self) -> str:
-        return f"BinanceSource({self.base_url!r})"
 
     def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from meta_pipeline.prices.http import JsonHttpClient, Timeout
+from meta_pipeline.prices.http import HttpSource
 from meta_pipeline.prices.model import (
     MINUTE_NS,
     PriceSourceError,
@@ -54,48 +54,15 @@ def _iso(ns: int) -> str:
     return pd.Timestamp(ns, tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class CoinbaseSource:
+class CoinbaseSource(HttpSource):
     """Coinbase Exchange public candles for ``BASE-USD``."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_COINBASE_BASE_URL,
-        *,
-        max_candles: int = COINBASE_MAX_CANDLES,
-        timeout: Timeout = (3.05, 10.0),
-        max_retries: int = 5,
-        backoff_factor: float = 0.5,
-        backoff_max: float = 30.0,
-        max_retry_after: float = 60.0,
-        name: str = "coinbase",
-    ) -> None:
+    def __init__(self, base_url: str = DEFAULT_COINBASE_BASE_URL, *, max_candles: int = COINBASE_MAX_CANDLES,
+                 name: str = "coinbase", **http_options) -> None:
         if not 1 <= max_candles <= COINBASE_MAX_CANDLES:
             raise ValueError(f"max_candles must be in 1..{COINBASE_MAX_CANDLES}")
-        self.name = name
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, name=name, **http_options)
         self.max_candles = max_candles
-        self.http = JsonHttpClient(
-            name,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_factor=backoff_factor,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-        )
-
-    @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    @property
-    def banned(self) -> str | None:
-        return self.http.banned
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __repr__(self) -> str:
-        return f"CoinbaseSource({self.base_url!r})"
 
     @staticmethod
     def product_id(instrument: str) -> str:

@@ -238,3 +238,46 @@ def _describe(exc: BaseException) -> str:
     reason = getattr(exc, "args", None)
     text = str(reason[0]) if reason else str(exc)
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+class HttpSource:
+    """What the HTTP price sources share: a name, a base URL and one pooled :class:`JsonHttpClient`
+    (retries, timeouts, request counting, ban state)."""
+
+    name: str
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str,
+        timeout: Timeout = (3.05, 10.0),
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.http = JsonHttpClient(
+            name,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+        )
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    @property
+    def banned(self) -> str | None:
+        return self.http.banned
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
