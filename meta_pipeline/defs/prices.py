@@ -56,11 +56,17 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
                                "requests": 0})
                 continue
             fetch = fetcher.fetch_day(instrument, day)
+            if fetch.error or fetch.unpriceable:
+                context.log.error(f"{instrument} {key}: {fetch.unpriceable or fetch.error} ({'; '.join(fetch.attempts)})")
+            if fetch.error and entry and entry.get("source") and stored is not None:
+                # a failed refetch must not throw away the bars an earlier run already has
+                frames.append(stored[stored["instrument"] == instrument])
+                report.append({"day": key, "instrument": instrument, "action": "kept (refetch failed)",
+                               **_brief(entry), "requests": fetch.requests, "problem": fetch.error})
+                continue
             sidecar[instrument] = entry = price_store.sidecar_entry(fetch)
             frames.append(fetch.bars)
             report.append({"day": key, "instrument": instrument, "action": "fetched", **_brief(entry)})
-            if fetch.error or fetch.unpriceable:
-                context.log.error(f"{instrument} {key}: {fetch.unpriceable or fetch.error} ({'; '.join(fetch.attempts)})")
         bars = pd.concat(frames, ignore_index=True) if frames else empty_bars()
         warehouse.write_partition(ASSET, key, bars)
         warehouse.write_sidecar(ASSET, key, sidecar)
@@ -68,7 +74,7 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
 
     table = pd.DataFrame(report, columns=["day", "instrument", "action", "source", "expected", "present",
                                           "gaps", "requests", "problem"])
-    fetched = table[table["action"] == "fetched"]
+    fetched = table[table["action"] != "cached"]
     return dg.MaterializeResult(metadata={
         "symbol_days": int(len(table)),
         "fetched": int(len(fetched)),
