@@ -100,6 +100,11 @@ def test_three_day_range_in_one_run_matches_independent_prices(tmp_path, fake_ex
     # one run, three partitions of each asset
     materialized = [(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()]
     assert sorted(p for a, p in materialized if a == "reconciled_trades") == ["2024-03-01", "2024-03-02", "2024-03-03"]
+    metadata = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                    if e.asset_key.to_user_string() == "reconciled_trades")
+    # a range run's totals are not passed off as each day's row count
+    assert metadata["rows_in_run"].value == 18 and "dagster/row_count" not in metadata
+    assert (metadata["matured"].value, metadata["pending"].value, metadata["unpriced"].value) == (12, 3, 3)
 
     exported = _read_jsonl(tmp_path / "alpha" / "reconciled.jsonl")
     opens = _bar_opens()

@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from meta_pipeline import ingest
-from meta_pipeline.defs.metadata import counts_table, frame_preview
+from meta_pipeline.defs.metadata import counts_table, frame_preview, row_count
 from meta_pipeline.defs.partitions import daily_partitions
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy
 
@@ -47,7 +47,7 @@ def _ingested_partitions_asset(name: str, description: str, read: Callable[[Path
         outside = len(result.valid) - int(result.valid["date"].isin(daily_partitions.get_partition_keys()).sum())
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": int(len(selected)),
+                **row_count(keys, len(selected)),
                 "rows_per_partition": counts_table(pd.Series(written), "partition", "rows"),
                 "by_agent": counts_table(selected["agent"].value_counts(), "agent", "rows"),
                 "source_file": dg.MetadataValue.path(str(source)),

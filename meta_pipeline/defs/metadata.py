@@ -25,3 +25,11 @@ def frame_preview(frame: pd.DataFrame, rows: int = 20) -> dg.MetadataValue:
     if len(frame) > rows:
         text += f"\n\n_… {len(frame) - rows} more rows_"
     return dg.MetadataValue.md(text)
+
+
+def row_count(partition_keys, rows: int) -> dict:
+    """``dagster/row_count`` only when the run covers one partition: a range run's metadata is
+    attached to every partition in it, and a run total would read as each day's count."""
+    if len(partition_keys) == 1:
+        return {"dagster/row_count": int(rows)}
+    return {"rows_in_run": int(rows), "partitions_in_run": len(partition_keys)}

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from meta_pipeline import price_store
-from meta_pipeline.defs.metadata import counts_table, frame_preview
+from meta_pipeline.defs.metadata import counts_table, frame_preview, row_count
 from meta_pipeline.defs.partitions import REACH_DAYS, SETTINGS, daily_partitions
 from meta_pipeline.defs.resources import DataRoot, ReconciliationPolicy
 from meta_pipeline.export import export_reconciled
@@ -92,8 +92,9 @@ def reconciled_trades(context: dg.AssetExecutionContext, data_root: DataRoot,
         context.log.info(f"{key}: {rows['status'].value_counts().to_dict()}")
     exported = export_reconciled(warehouse, data_root.reconciled_file)
     context.log.info(f"wrote {exported:,} matured rows to {data_root.reconciled_file}")
-    return dg.MaterializeResult(metadata=summary_metadata(pd.concat(parts, ignore_index=True), exported,
-                                                          str(data_root.reconciled_file)))
+    rows = pd.concat(parts, ignore_index=True)
+    return dg.MaterializeResult(metadata={**row_count(context.partition_keys, len(rows)),
+                                          **summary_metadata(rows, exported, str(data_root.reconciled_file))})
 
 
 def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dict:
@@ -103,7 +104,6 @@ def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dic
     by_status_horizon = pd.crosstab(rows["horizon_hours"], status).reset_index()
     reasons = rows.loc[status != MATURED, "reason"].astype(str).value_counts()
     return {
-        "dagster/row_count": int(len(rows)),
         "matured": int((status == MATURED).sum()),
         "pending": int((status == PENDING).sum()),
         "unpriced": int((status == UNPRICED).sum()),
