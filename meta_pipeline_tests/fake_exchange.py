@@ -27,7 +27,7 @@ every request (for benchmarks).
 
 Pytest use — the fixtures live in this module. In a test module (or a future conftest.py)::
 
-    pytest_plugins = ["meta_pipeline_tests.fake_exchange"]
+    # conftest.py registers this module: pytest_plugins = ["meta_pipeline_tests.fake_exchange"]
 
     def test_x(fake_exchange):            # function-scoped: state reset before each test
         src = BinanceSource(fake_exchange.binance_url, backoff_factor=0.001)

@@ -22,8 +22,6 @@ from meta_pipeline.prices import (
 )
 from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR, FakeExchange
 
-pytest_plugins = ["meta_pipeline_tests.fake_exchange"]
-
 FAST = {
     "timeout": (1.0, 0.25),
     "max_retries": 3,
