@@ -345,19 +345,22 @@ class FakeExchange:
             self.log.append(rec)
         return rec
 
-    def _binance(self, request: Request) -> Response:
-        symbol = request.args.get("symbol")
-        rec = self._record("binance", request, symbol)
+    def _serve(self, api: str, request: Request, symbol: str | None, payload_of) -> Response:
+        """What both APIs share: log, latency, injected faults, then the real payload."""
+        rec = self._record(api, request, symbol)
         if self.latency:
             time.sleep(self.latency)
         fault = self._take_fault(rec)
         rec.fault = fault.kind if fault else None
         if fault is not None and fault.kind not in ("timeout", "truncated", "short_read"):
             return self._fault_response(rec, fault)
-        status, payload = self._binance_payload(request, symbol)
+        status, payload = payload_of(request, symbol)
         rec.status = status
         rec.rows = len(payload) if isinstance(payload, list) else None
         return self._deliver(payload, status, fault)
+
+    def _binance(self, request: Request) -> Response:
+        return self._serve("binance", request, request.args.get("symbol"), self._binance_payload)
 
     def _binance_payload(self, request: Request, symbol: str | None) -> tuple[int, Any]:
         args = request.args
@@ -393,17 +396,7 @@ class FakeExchange:
         product = m.group(1) if m else ""
         base, _, quote = product.partition("-")
         symbol = f"{base}USDT" if quote == "USD" and base else None
-        rec = self._record("coinbase", request, symbol)
-        if self.latency:
-            time.sleep(self.latency)
-        fault = self._take_fault(rec)
-        rec.fault = fault.kind if fault else None
-        if fault is not None and fault.kind not in ("timeout", "truncated", "short_read"):
-            return self._fault_response(rec, fault)
-        status, payload = self._coinbase_payload(request, symbol)
-        rec.status = status
-        rec.rows = len(payload) if isinstance(payload, list) else None
-        return self._deliver(payload, status, fault)
+        return self._serve("coinbase", request, symbol, self._coinbase_payload)
 
     def _coinbase_payload(self, request: Request, symbol: str | None) -> tuple[int, Any]:
         series = self._data.get(symbol) if symbol else None

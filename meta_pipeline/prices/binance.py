@@ -23,13 +23,13 @@ from meta_pipeline.prices.model import (
     MINUTE_NS,
     PriceSourceError,
     SymbolNotListed,
+    base_asset,
     empty_bars,
     epoch_to_ns,
     make_bars,
     normalize_bars,
     to_utc,
 )
-from meta_pipeline.symbols import SymbolError, base_of
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ class BinanceSource(HttpSource):
         self.limit = limit
 
     def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        try:
-            base_of(instrument)
-        except SymbolError as exc:
-            raise SymbolNotListed(f"{instrument!r} is not an instrument key") from exc
+        base_asset(instrument)
         start, end = to_utc(start), to_utc(end)
         start_ms = -(-start.value // 1_000_000)  # ceil: a bar opening before start is out of range
         end_ms = -(-end.value // 1_000_000)  # exclusive

@@ -20,13 +20,13 @@ from meta_pipeline.prices.model import (
     MINUTE_NS,
     PriceSourceError,
     SymbolNotListed,
+    base_asset,
     empty_bars,
     epoch_to_ns,
     make_bars,
     normalize_bars,
     to_utc,
 )
-from meta_pipeline.symbols import SymbolError, base_of
 
 DEFAULT_COINBASE_BASE_URL = "https://api.exchange.coinbase.com"
 COINBASE_MAX_CANDLES = 300
@@ -66,13 +66,10 @@ class CoinbaseSource(HttpSource):
 
     @staticmethod
     def product_id(instrument: str) -> str:
-        return f"{base_of(instrument)}-USD"
+        return f"{base_asset(instrument)}-USD"
 
     def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        try:
-            product = self.product_id(instrument)
-        except SymbolError as exc:
-            raise SymbolNotListed(f"{instrument!r} is not an instrument key") from exc
+        product = self.product_id(instrument)
         start, end = to_utc(start), to_utc(end)
         first_min = -(-start.value // MINUTE_NS)  # minute indices since the epoch, [first, stop)
         stop_min = -(-end.value // MINUTE_NS)

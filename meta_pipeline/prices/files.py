@@ -21,13 +21,13 @@ import pandas as pd
 from meta_pipeline.prices.model import (
     PriceSourceError,
     SymbolNotListed,
+    base_asset,
     empty_bars,
     epoch_to_ns,
     make_bars,
     normalize_bars,
     to_utc,
 )
-from meta_pipeline.symbols import SymbolError, base_of
 
 _NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*$")
 _DUMP_NAME = re.compile(r"^([A-Z0-9]+)-1m-\d{4}-\d{2}-\d{2}")
@@ -99,10 +99,7 @@ class FileSource:
         return f"FileSource({str(self.bars_dir)!r})"
 
     def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        try:
-            base_of(instrument)
-        except SymbolError as exc:
-            raise SymbolNotListed(f"{instrument!r} is not an instrument key") from exc
+        base_asset(instrument)
         if not _SAFE_SYMBOL.match(instrument):
             raise SymbolNotListed(f"{instrument!r} is not an instrument key")
         folder = self.bars_dir / instrument

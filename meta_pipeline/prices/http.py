@@ -246,27 +246,12 @@ class HttpSource:
 
     name: str
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        name: str,
-        timeout: Timeout = (3.05, 10.0),
-        max_retries: int = 5,
-        backoff_factor: float = 0.5,
-        backoff_max: float = 30.0,
-        max_retry_after: float = 60.0,
-    ) -> None:
+    def __init__(self, base_url: str, *, name: str, **http_options: Any) -> None:
+        """``http_options`` are :class:`JsonHttpClient`'s: timeout, max_retries, backoff_factor,
+        backoff_max, max_retry_after."""
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self.http = JsonHttpClient(
-            name,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_factor=backoff_factor,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-        )
+        self.http = JsonHttpClient(name, **http_options)
 
     @property
     def requests_made(self) -> int:

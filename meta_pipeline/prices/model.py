@@ -25,6 +25,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from meta_pipeline.symbols import SymbolError, base_of
+
 BAR_COLUMNS = ["instrument", "open_time", "open", "high", "low", "close", "volume", "source"]
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
 MINUTE = pd.Timedelta(minutes=1)
@@ -66,6 +68,14 @@ class PriceSource(Protocol):
 
 
 # ------------------------------------------------------------------------------------------ timestamps
+def base_asset(instrument: str) -> str:
+    """``BTCUSDT`` → ``BTC``; anything that is not an instrument key no source can list."""
+    try:
+        return base_of(instrument)
+    except SymbolError as exc:
+        raise SymbolNotListed(f"{instrument!r} is not an instrument key") from exc
+
+
 def to_utc(ts: pd.Timestamp | dt.datetime | str) -> pd.Timestamp:
     """A tz-aware UTC :class:`pandas.Timestamp` (naive input is taken to be UTC)."""
     t = pd.Timestamp(ts)
