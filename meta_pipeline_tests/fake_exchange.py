@@ -34,8 +34,8 @@ Pytest use — the fixtures live in this module. In a test module (or a future c
         ...
 
 ``fake_exchange`` is backed by the session-scoped ``fake_exchange_server`` (one server for the whole
-run) loaded with every daily file of ``market_bars`` (the real klines of ../shared/market_data, or the
-directory in env ``META_PIPELINE_MARKET_DATA``; tests are skipped when it is absent). Outside pytest::
+run) loaded with every daily file of ``market_bars`` (the real klines committed under
+``meta_pipeline_tests/klines/``). Outside pytest::
 
     with FakeExchange(bars, latency=0.05) as fx:
         ...
@@ -46,7 +46,6 @@ directory in env ``META_PIPELINE_MARKET_DATA``; tests are skipped when it is abs
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -64,6 +63,7 @@ from werkzeug import Request, Response
 
 from meta_pipeline.prices.files import read_kline_csv
 from meta_pipeline.prices.model import times_ns
+from meta_pipeline_tests.market_data import MARKET_DATA
 
 MINUTE_MS = 60_000
 FAULT_KINDS = frozenset(
@@ -82,10 +82,7 @@ FAULT_KINDS = frozenset(
         "invalid_symbol",
     }
 )
-MARKET_DATA_DIR = Path(
-    os.environ.get("META_PIPELINE_MARKET_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "market_data"
-)
+MARKET_DATA_DIR = MARKET_DATA  # the real klines committed under meta_pipeline_tests/klines/
 _PRODUCT = re.compile(r"^/coinbase/products/([^/]+)/candles$")
 
 
@@ -500,9 +497,7 @@ def _utc(t: pd.Timestamp) -> pd.Timestamp:
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def market_bars() -> pd.DataFrame:
-    """All real daily klines of the shared market data (BTCUSDT 2024 + 2025, ETHUSDT 2025)."""
-    if not MARKET_DATA_DIR.is_dir():
-        pytest.skip(f"market data not found at {MARKET_DATA_DIR} (set META_PIPELINE_MARKET_DATA)")
+    """All real daily klines under meta_pipeline_tests/klines (BTCUSDT 2024 + 2025, ETHUSDT 2025)."""
     return load_market_data(MARKET_DATA_DIR)
 
 

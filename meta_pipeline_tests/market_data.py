@@ -1,16 +1,15 @@
-"""Real Binance 1-minute klines from ``/work/shared/market_data``, read with the ``csv`` module.
+"""Real Binance 1-minute klines from ``meta_pipeline_tests/klines/``, read with the ``csv`` module.
 
 Kept deliberately independent of ``meta_pipeline``: tests use these plain-Python rows to compute the
 numbers they expect, and only convert them to a pandas bars frame to feed the code under test.
 
-Layout (see the README there): ``<SYMBOL>/<SYMBOL>-1m-<YYYY-MM-DD>.csv``, no header, Binance kline
+Layout (see ``klines/README.md``, which also gives their provenance): ``<SYMBOL>/<SYMBOL>-1m-<YYYY-MM-DD>.csv``, no header, Binance kline
 column order, ``open_time`` in milliseconds, all times UTC.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-MARKET_DATA = Path(
-    os.environ.get("META_PIPELINE_MARKET_DATA") or Path(__file__).resolve().parents[2] / "shared" / "market_data"
-)
+MARKET_DATA = Path(__file__).resolve().parent / "klines"
 MINUTE_MS = 60_000
 
 

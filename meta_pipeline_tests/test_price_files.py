@@ -24,7 +24,6 @@ from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR
 RAW = MARKET_DATA_DIR / "raw_BTCUSDT-1m-2024-03-01_2024-03-22_as_collected.csv"
 OHLCV = ["open_time", "open", "high", "low", "close", "volume"]
 
-pytestmark = pytest.mark.skipif(not RAW.is_file(), reason=f"market data not found at {MARKET_DATA_DIR}")
 
 
 def ts(text: str) -> pd.Timestamp:
@@ -143,7 +142,7 @@ def test_empty_file_means_no_bars(tmp_path):
     assert res.source is None and res.error == "no source supplied bars: files: no bars"
 
 
-def test_read_all_shared_daily_files_are_clean():
+def test_read_all_committed_daily_files_are_clean():
     for path in sorted(MARKET_DATA_DIR.glob("*/*-1m-*.csv")):
         df = read_kline_csv(path)
         n_lines = sum(1 for _ in path.open())
