@@ -130,17 +130,25 @@ def run_pipeline(fx: FakeExchange, root: Path) -> tuple[pd.DataFrame, int, float
         instance=dg.DagsterInstance.ephemeral(),
         resources={
             "data_root": DataRoot(root=str(root)),
-            "price_sources": PriceSources(sources=["binance"], binance_base_url=fx.binance_url,
-                                          coinbase_base_url=fx.coinbase_url, bars_dir=str(root / "bars")),
+            "price_sources": PriceSources(
+                sources=["binance"],
+                binance_base_url=fx.binance_url,
+                coinbase_base_url=fx.coinbase_url,
+                bars_dir=str(root / "bars"),
+            ),
             "reconciliation_policy": ReconciliationPolicy(),
         },
-        tags={"dagster/asset_partition_range_start": FIRST_DAY.isoformat(),
-              "dagster/asset_partition_range_end": LAST_BAR_DAY.isoformat()},
+        tags={
+            "dagster/asset_partition_range_start": FIRST_DAY.isoformat(),
+            "dagster/asset_partition_range_end": LAST_BAR_DAY.isoformat(),
+        },
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     elapsed = time.perf_counter() - began
     assert result.success
-    rows = pd.concat([pd.read_parquet(p) for p in sorted((root / "warehouse" / "reconciled_trades").glob("*.parquet"))])
+    rows = pd.concat(
+        [pd.read_parquet(p) for p in sorted((root / "warehouse" / "reconciled_trades").glob("*.parquet"))]
+    )
     return rows, fx.count() - before, elapsed
 
 
@@ -148,8 +156,18 @@ def write_signals(root: Path, signals: pd.DataFrame) -> None:
     (root / "alpha").mkdir(parents=True)
     with (root / "alpha" / "events.jsonl").open("w") as handle:
         for i, row in enumerate(signals.itertuples(index=False)):
-            handle.write(json.dumps({"ts": row.ts.isoformat(), "agent": "bench", "run_id": f"run-{i:05d}",
-                                     "symbol": row.symbol, "direction": row.direction}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "ts": row.ts.isoformat(),
+                        "agent": "bench",
+                        "run_id": f"run-{i:05d}",
+                        "symbol": row.symbol,
+                        "direction": row.direction,
+                    }
+                )
+                + "\n"
+            )
 
 
 # ----------------------------------------------------------------------------------------------- main

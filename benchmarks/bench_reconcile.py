@@ -36,21 +36,25 @@ def synthetic_bars(symbols: list[str], start: pd.Timestamp, days: int, rng) -> p
 def synthetic_signals(n: int, symbols: list[str], start: pd.Timestamp, days: int, rng) -> pd.DataFrame:
     span_ns = (days - 1) * 86_400 * 10**9  # leave the last day for 24h exits
     ts = start + pd.to_timedelta(np.sort(rng.integers(0, span_ns, n)), unit="ns")
-    return pd.DataFrame({
-        "date": ts.strftime("%Y-%m-%d"),
-        "ts": ts,
-        "agent": rng.choice([f"agent_{i:02d}" for i in range(40)], n),
-        "run_id": pd.Series(np.arange(n)).astype(str).radd("run-"),
-        "symbol": rng.choice(symbols, n),
-        "direction": rng.choice(["LONG", "SHORT"], n),
-        "regime": rng.choice(["trend", "range", "high_vol"], n),
-        "confidence": rng.random(n),
-        "score_final": rng.normal(0, 1, n),
-    }).assign(instrument=lambda f: f["symbol"])
+    return pd.DataFrame(
+        {
+            "date": ts.strftime("%Y-%m-%d"),
+            "ts": ts,
+            "agent": rng.choice([f"agent_{i:02d}" for i in range(40)], n),
+            "run_id": pd.Series(np.arange(n)).astype(str).radd("run-"),
+            "symbol": rng.choice(symbols, n),
+            "direction": rng.choice(["LONG", "SHORT"], n),
+            "regime": rng.choice(["trend", "range", "high_vol"], n),
+            "confidence": rng.random(n),
+            "score_final": rng.normal(0, 1, n),
+        }
+    ).assign(instrument=lambda f: f["symbol"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--signals", type=int, default=1_000_000)
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--days", type=int, default=30)
@@ -73,13 +77,19 @@ def main() -> None:
         del out
     after = peak_rss_mib()
     out = reconcile(signals, bars, [1, 4, 24], as_of=as_of)
-    print(f"signals={args.signals:,} horizons=3 rows={len(out):,} symbols={args.symbols} "
-          f"bars={len(bars):,} ({args.days} days)")
+    print(
+        f"signals={args.signals:,} horizons=3 rows={len(out):,} symbols={args.symbols} "
+        f"bars={len(bars):,} ({args.days} days)"
+    )
     print(f"status counts: {out['status'].value_counts().to_dict()}")
-    print(f"kernel wall time: best {min(timings):.2f} s, median {sorted(timings)[len(timings) // 2]:.2f} s "
-          f"over {args.repeat} runs")
-    print(f"peak RSS: {before:,.0f} MiB with inputs loaded, {after:,.0f} MiB after the kernel "
-          f"(kernel adds {after - before:,.0f} MiB)")
+    print(
+        f"kernel wall time: best {min(timings):.2f} s, median {sorted(timings)[len(timings) // 2]:.2f} s "
+        f"over {args.repeat} runs"
+    )
+    print(
+        f"peak RSS: {before:,.0f} MiB with inputs loaded, {after:,.0f} MiB after the kernel "
+        f"(kernel adds {after - before:,.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

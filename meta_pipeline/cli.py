@@ -47,9 +47,11 @@ def demo(args: argparse.Namespace) -> int:
 
     demo_dir = Path(args.dir).resolve()
     summary = generate_demo(demo_dir, seed=args.seed)
-    print(f"demo data root: {demo_dir}  ({len(summary.agents)} agents, {len(summary.symbols)} symbols, "
-          f"{summary.days[0]} → {summary.days[1]}, {summary.n_signals:,} signals, "
-          f"{summary.n_telemetry:,} runs, {summary.n_malformed} malformed lines on purpose)")
+    print(
+        f"demo data root: {demo_dir}  ({len(summary.agents)} agents, {len(summary.symbols)} symbols, "
+        f"{summary.days[0]} → {summary.days[1]}, {summary.n_signals:,} signals, "
+        f"{summary.n_telemetry:,} runs, {summary.n_malformed} malformed lines on purpose)"
+    )
     os.environ.update(_demo_environment(demo_dir))
     home = _prepare_dagster_home()
 
@@ -64,8 +66,10 @@ def demo(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
             instance=instance,
-            tags={"dagster/asset_partition_range_start": first.isoformat(),
-                  "dagster/asset_partition_range_end": last.isoformat()},
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
@@ -86,14 +90,19 @@ def _print_results(demo_dir: Path, run_id: str) -> None:
         matured = rows[status == "matured"]
         print("\nreconciled (signal, horizon) rows by status:", status.value_counts().to_dict())
         if len(matured):
-            per_agent = (matured[matured["horizon_hours"] == 24].groupby("agent", observed=True)["realized_pnl_bps"]
-                         .agg(trades="count", pnl_sum_bps="sum", hit_rate=lambda s: (s > 0).mean()))
-            print("\n24h realized PnL by agent:\n" + per_agent.round(3).sort_values("pnl_sum_bps").to_string())
+            per_agent = (
+                matured[matured["horizon_hours"] == 24]
+                .groupby("agent", observed=True)["realized_pnl_bps"]
+                .agg(trades="count", pnl_sum_bps="sum", hit_rate=lambda s: (s > 0).mean())
+            )
+            print(
+                "\n24h realized PnL by agent:\n" + per_agent.round(3).sort_values("pnl_sum_bps").to_string()
+            )
     print(f"""
 Where to look (run {run_id}):
-  {demo_dir / 'alpha' / 'reconciled.jsonl'}      what the app reads: matured PnL rows
+  {demo_dir / "alpha" / "reconciled.jsonl"}      what the app reads: matured PnL rows
   {warehouse}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
-  {warehouse / 'signal_quarantine.parquet'}   rejected input lines with line number and reason
+  {warehouse / "signal_quarantine.parquet"}   rejected input lines with line number and reason
 Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
 
 
@@ -112,18 +121,23 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meta-pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="meta-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo_parser = commands.add_parser("demo", help="write the demo data root and run the main job on it")
-    demo_parser.add_argument("--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)")
+    demo_parser.add_argument(
+        "--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)"
+    )
     demo_parser.add_argument("--seed", type=int, default=7)
     demo_parser.set_defaults(handler=demo)
 
     ui_parser = commands.add_parser("ui", help="open the Dagster UI (dagster dev)")
     ui_parser.add_argument("--demo", action="store_true", help="on the demo data root")
-    ui_parser.add_argument("--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)")
+    ui_parser.add_argument(
+        "--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)"
+    )
     ui_parser.add_argument("--host", default="127.0.0.1")
     ui_parser.add_argument("--port", type=int, default=3000)
     ui_parser.set_defaults(handler=ui)

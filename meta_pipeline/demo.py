@@ -159,36 +159,129 @@ _CHEAP = {"model": "gpt-4o-mini", "tokens": (2_500, 400), "usd_per_mtok": (0.15,
 _MID = {"model": "claude-3-5-haiku", "tokens": (4_000, 600), "usd_per_mtok": (0.80, 4.00)}
 
 AGENTS: tuple[AgentSpec, ...] = (
-    AgentSpec("alpha_trend", 0.70, "PROMOTE", "skilled, clean, fast, cheap: passes every gate",
-              latency_ms=520, pnl_band=(1500, np.inf), hit_band=(0.62, 1.0), **_CHEAP),
-    AgentSpec("beta_meanrev", 0.70, "HOLD", "skilled but avg latency > 900 ms blocks promotion",
-              latency_ms=1500, model="claude-3-5-sonnet", tokens=(2_500, 400), usd_per_mtok=(3.0, 15.0),
-              pnl_band=(1500, np.inf), hit_band=(0.62, 1.0)),
-    AgentSpec("gamma_coinflip", 0.50, "HOLD", "coin flip: hit rate < 0.55, pnl well above -150",
-              latency_ms=480, pnl_band=(-100, np.inf), hit_band=(0.45, 0.52), **_CHEAP),
-    AgentSpec("delta_contrarian", 0.30, "KILL", "anti-skilled: pnl < -150 (score 70, not RETIRE)",
-              latency_ms=600, pnl_band=(-np.inf, -1500), hit_band=(0.0, 0.40), **_CHEAP),
-    AgentSpec("epsilon_flaky", 0.68, "KILL",
-              "errors in ~35% of all runs (all of them runs without a signal): error rate > 0.20",
-              latency_ms=560, error_share=0.35, errors_without_signal=True, pnl_band=(300, np.inf),
-              hit_band=(0.58, 1.0), **_CHEAP),
-    AgentSpec("zeta_wobbly", 0.48, "WATCH", "slightly negative pnl + 15% erroring runs: score 60",
-              latency_ms=600, error_share=0.15, pnl_band=(-120, -30), **_MID),
-    AgentSpec("eta_burner", 0.30, "RETIRE", "anti-skilled, > 5 USD of tokens, 15% errors: score 100",
-              latency_ms=1300, error_share=0.15, model="o1", tokens=(8_000, 2_500),
-              usd_per_mtok=(15.0, 60.0), pnl_band=(-np.inf, -1500), hit_band=(0.0, 0.40)),
-    AgentSpec("theta_sparse", 0.75, "HOLD", "8 trades: would pass the seed gates, too few to promote",
-              runs_per_day=(3, 3), n_trades=8, latency_ms=450, pnl_band=(300, np.inf),
-              hit_band=(0.62, 1.0), universe=("BTC", "ETH"), **_CHEAP),
-    AgentSpec("iota_expensive", 0.50, "HOLD", "coin flip, ~25 USD of tokens, slightly negative: score 50",
-              latency_ms=650, model="gpt-4-turbo", tokens=(9_000, 1_500), usd_per_mtok=(10.0, 30.0),
-              pnl_band=(-120, -30)),
-    AgentSpec("kappa_regime", (0.80, 0.50, 0.20), "HOLD",
-              "right in trend, wrong in high_vol: hit rate < 0.55 (forensics: regime mismatch)",
-              latency_ms=610, pnl_band=(-100, np.inf), hit_band=(0.40, 0.53), regime_story=True, **_MID),
-    AgentSpec("<b>x</b>", 0.50, "HOLD", "coin flip that made money: hit rate < 0.55; HTML in its name",
-              latency_ms=500, pnl_band=(200, np.inf), hit_band=(0.45, 0.53), prompt_version="v0.1-<i>",
-              **_CHEAP),
+    AgentSpec(
+        "alpha_trend",
+        0.70,
+        "PROMOTE",
+        "skilled, clean, fast, cheap: passes every gate",
+        latency_ms=520,
+        pnl_band=(1500, np.inf),
+        hit_band=(0.62, 1.0),
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "beta_meanrev",
+        0.70,
+        "HOLD",
+        "skilled but avg latency > 900 ms blocks promotion",
+        latency_ms=1500,
+        model="claude-3-5-sonnet",
+        tokens=(2_500, 400),
+        usd_per_mtok=(3.0, 15.0),
+        pnl_band=(1500, np.inf),
+        hit_band=(0.62, 1.0),
+    ),
+    AgentSpec(
+        "gamma_coinflip",
+        0.50,
+        "HOLD",
+        "coin flip: hit rate < 0.55, pnl well above -150",
+        latency_ms=480,
+        pnl_band=(-100, np.inf),
+        hit_band=(0.45, 0.52),
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "delta_contrarian",
+        0.30,
+        "KILL",
+        "anti-skilled: pnl < -150 (score 70, not RETIRE)",
+        latency_ms=600,
+        pnl_band=(-np.inf, -1500),
+        hit_band=(0.0, 0.40),
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "epsilon_flaky",
+        0.68,
+        "KILL",
+        "errors in ~35% of all runs (all of them runs without a signal): error rate > 0.20",
+        latency_ms=560,
+        error_share=0.35,
+        errors_without_signal=True,
+        pnl_band=(300, np.inf),
+        hit_band=(0.58, 1.0),
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "zeta_wobbly",
+        0.48,
+        "WATCH",
+        "slightly negative pnl + 15% erroring runs: score 60",
+        latency_ms=600,
+        error_share=0.15,
+        pnl_band=(-120, -30),
+        **_MID,
+    ),
+    AgentSpec(
+        "eta_burner",
+        0.30,
+        "RETIRE",
+        "anti-skilled, > 5 USD of tokens, 15% errors: score 100",
+        latency_ms=1300,
+        error_share=0.15,
+        model="o1",
+        tokens=(8_000, 2_500),
+        usd_per_mtok=(15.0, 60.0),
+        pnl_band=(-np.inf, -1500),
+        hit_band=(0.0, 0.40),
+    ),
+    AgentSpec(
+        "theta_sparse",
+        0.75,
+        "HOLD",
+        "8 trades: would pass the seed gates, too few to promote",
+        runs_per_day=(3, 3),
+        n_trades=8,
+        latency_ms=450,
+        pnl_band=(300, np.inf),
+        hit_band=(0.62, 1.0),
+        universe=("BTC", "ETH"),
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "iota_expensive",
+        0.50,
+        "HOLD",
+        "coin flip, ~25 USD of tokens, slightly negative: score 50",
+        latency_ms=650,
+        model="gpt-4-turbo",
+        tokens=(9_000, 1_500),
+        usd_per_mtok=(10.0, 30.0),
+        pnl_band=(-120, -30),
+    ),
+    AgentSpec(
+        "kappa_regime",
+        (0.80, 0.50, 0.20),
+        "HOLD",
+        "right in trend, wrong in high_vol: hit rate < 0.55 (forensics: regime mismatch)",
+        latency_ms=610,
+        pnl_band=(-100, np.inf),
+        hit_band=(0.40, 0.53),
+        regime_story=True,
+        **_MID,
+    ),
+    AgentSpec(
+        "<b>x</b>",
+        0.50,
+        "HOLD",
+        "coin flip that made money: hit rate < 0.55; HTML in its name",
+        latency_ms=500,
+        pnl_band=(200, np.inf),
+        hit_band=(0.45, 0.53),
+        prompt_version="v0.1-<i>",
+        **_CHEAP,
+    ),
 )
 
 
@@ -263,12 +356,23 @@ def _make_bars(symbol: str, rng: np.random.Generator, t0: int, n_days: int) -> _
     taker_base = np.round(volume * rng.uniform(0.35, 0.65, n), vdec)
     taker_quote = np.round(taker_base * typical, 8)
     open_time = t0 + np.arange(n, dtype=np.int64) * MINUTE_MS
-    cols = [open_time, open_, high, low, close, volume, open_time + (MINUTE_MS - 1), quote_volume,
-            trades, taker_base, taker_quote]
+    cols = [
+        open_time,
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        open_time + (MINUTE_MS - 1),
+        quote_volume,
+        trades,
+        taker_base,
+        taker_quote,
+    ]
     keep = np.ones(n, dtype=bool)
     if symbol == GAP_SYMBOL:
         first = GAP_DAY_INDEX * 1440 + GAP_MINUTE
-        keep[first:first + GAP_MINUTES] = False
+        keep[first : first + GAP_MINUTES] = False
     cols = [c[keep] for c in cols]
     return _Bars(symbol, cols[0], cols, (pdec, vdec), t0, log_ret)
 
@@ -293,8 +397,7 @@ def _regimes(bars: _Bars, t_ms: np.ndarray) -> np.ndarray:
     s60 = csum[j + 1] - csum[j - 59]
     var60 = (csq[j + 1] - csq[j - 59]) / 60 - (s60 / 60) ** 2
     vol60 = np.sqrt(np.maximum(var60, 0.0))
-    all_var = np.sqrt(np.maximum(
-        (csq[61:] - csq[1:-60]) / 60 - ((csum[61:] - csum[1:-60]) / 60) ** 2, 0.0))
+    all_var = np.sqrt(np.maximum((csq[61:] - csq[1:-60]) / 60 - ((csum[61:] - csum[1:-60]) / 60) ** 2, 0.0))
     median_vol = float(np.median(all_var))
     move4h = csum[j + 1] - csum[j - 239]
     regime = np.ones(len(j), dtype=np.int64)
@@ -305,7 +408,7 @@ def _regimes(bars: _Bars, t_ms: np.ndarray) -> np.ndarray:
 
 def _format_bars(bars: _Bars) -> bytes:
     pdec, vdec = bars.decimals
-    fmt = (f"%d,%.{pdec}f,%.{pdec}f,%.{pdec}f,%.{pdec}f,%.{vdec}f,%d,%.8f,%d,%.{vdec}f,%.8f,0\n")
+    fmt = f"%d,%.{pdec}f,%.{pdec}f,%.{pdec}f,%.{pdec}f,%.{vdec}f,%d,%.8f,%d,%.{vdec}f,%.8f,0\n"
     rows = zip(*(c.tolist() for c in bars.columns), strict=True)
     return "".join([fmt % row for row in rows]).encode("ascii")
 
@@ -358,15 +461,17 @@ def _telemetry_iso(ms: int) -> str:
     return _ms_to_dt(ms).strftime("%Y-%m-%dT%H:%M:%S") + f".{int(ms) % 1000:03d}Z"
 
 
-def _make_runs(spec: AgentSpec, rng: np.random.Generator, start_ms: int, start: date, days: int,
-               extra_ms: Sequence[int]) -> _Runs:
+def _make_runs(
+    spec: AgentSpec, rng: np.random.Generator, start_ms: int, start: date, days: int, extra_ms: Sequence[int]
+) -> _Runs:
     lo, hi = spec.runs_per_day
     per_day = rng.integers(lo, hi + 1, days)
     day_idx = np.repeat(np.arange(days), per_day)
     offset = rng.integers(120_000, DAY_MS - 60_000, len(day_idx))
     snap = rng.random(len(day_idx))
-    offset = np.where(snap < 0.10, offset // MINUTE_MS * MINUTE_MS,
-                      np.where(snap < 0.60, offset // 1000 * 1000, offset))
+    offset = np.where(
+        snap < 0.10, offset // MINUTE_MS * MINUTE_MS, np.where(snap < 0.60, offset // 1000 * 1000, offset)
+    )
     sig_ms = start_ms + day_idx * DAY_MS + offset
     forced = np.zeros(len(sig_ms), dtype=bool)
     if extra_ms:
@@ -380,8 +485,10 @@ def _make_runs(spec: AgentSpec, rng: np.random.Generator, start_ms: int, start: 
     for i in range(1, n):
         run_no[i] = run_no[i - 1] + 1 if day_of[i] == day_of[i - 1] else 0
     slug = _slug(spec.name)
-    run_id = [f"{slug}-{(start + timedelta(days=int(d))).strftime('%Y%m%d')}-{k + 1:03d}"
-              for d, k in zip(day_of.tolist(), run_no.tolist(), strict=True)]
+    run_id = [
+        f"{slug}-{(start + timedelta(days=int(d))).strftime('%Y%m%d')}-{k + 1:03d}"
+        for d, k in zip(day_of.tolist(), run_no.tolist(), strict=True)
+    ]
 
     latency = np.round(spec.latency_ms * np.exp(0.3 * rng.standard_normal(n) - 0.045)).astype(np.int64)
     errors = np.zeros(n, dtype=np.int64)
@@ -406,11 +513,27 @@ def _make_runs(spec: AgentSpec, rng: np.random.Generator, start_ms: int, start: 
     base = np.asarray(spec.universe, dtype=object)[rng.integers(0, len(spec.universe), n)]
     base[forced] = GAP_SYMBOL[:-4]
     spelling_pick = rng.integers(0, 1_000_000, n)
-    spelling = [SPELLINGS[b][k % len(SPELLINGS[b])] for b, k in zip(base.tolist(), spelling_pick.tolist(),
-                                                                    strict=True)]
-    runs = _Runs(spec, run_id, sig_ms, latency, tin, tout, errors, np.zeros(n), emits, base, spelling,
-                 np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool),
-                 np.full(n, np.nan))
+    spelling = [
+        SPELLINGS[b][k % len(SPELLINGS[b])]
+        for b, k in zip(base.tolist(), spelling_pick.tolist(), strict=True)
+    ]
+    runs = _Runs(
+        spec,
+        run_id,
+        sig_ms,
+        latency,
+        tin,
+        tout,
+        errors,
+        np.zeros(n),
+        emits,
+        base,
+        spelling,
+        np.ones(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=bool),
+        np.full(n, np.nan),
+    )
     return runs
 
 
@@ -468,8 +591,9 @@ def _finish_runs(runs: _Runs) -> None:
     if spec.name == "zeta_wobbly":  # its losses come with latency spikes (something for forensics)
         losing = np.nan_to_num(runs.pnl) < 0
         runs.latency[losing] = np.round(runs.latency[losing] * 1.6).astype(np.int64)
-    runs.cost = np.round(runs.tokens_in * spec.usd_per_mtok[0] / 1e6
-                         + runs.tokens_out * spec.usd_per_mtok[1] / 1e6, 6)
+    runs.cost = np.round(
+        runs.tokens_in * spec.usd_per_mtok[0] / 1e6 + runs.tokens_out * spec.usd_per_mtok[1] / 1e6, 6
+    )
 
 
 # --------------------------------------------------------------------------- lines
@@ -488,7 +612,9 @@ def _signal_lines(runs: _Runs, rng: np.random.Generator) -> list[tuple[int, str,
         if lower[i]:
             direction = direction.lower()
         skilled = not isinstance(spec.skill, tuple) and spec.skill > 0.6
-        conf = float(np.clip(0.6 + (0.08 if (skilled and runs.right[i]) else 0.0) + conf_noise[i], 0.05, 0.99))
+        conf = float(
+            np.clip(0.6 + (0.08 if (skilled and runs.right[i]) else 0.0) + conf_noise[i], 0.05, 0.99)
+        )
         conf = round(conf, 3)
         obj = {
             "ts": _iso(int(runs.sig_ms[i]), int(style[i])),
@@ -502,33 +628,60 @@ def _signal_lines(runs: _Runs, rng: np.random.Generator) -> list[tuple[int, str,
             "model": spec.model,
             "prompt_version": spec.prompt_version,
         }
-        out.append((int(runs.sig_ms[i]), spec.name, runs.run_id[i],
-                    json.dumps(obj, ensure_ascii=False).encode("utf-8")))
+        out.append(
+            (
+                int(runs.sig_ms[i]),
+                spec.name,
+                runs.run_id[i],
+                json.dumps(obj, ensure_ascii=False).encode("utf-8"),
+            )
+        )
     return out
 
 
-MALFORMED_KINDS = ("invalid_json", "invalid_utf8", "ts_without_offset", "ts_numeric", "bad_direction",
-                   "bad_confidence", "missing_run_id", "bad_symbol")
+MALFORMED_KINDS = (
+    "invalid_json",
+    "invalid_utf8",
+    "ts_without_offset",
+    "ts_numeric",
+    "bad_direction",
+    "bad_confidence",
+    "missing_run_id",
+    "bad_symbol",
+)
 
 
-def _malformed_lines(fleet: list[_Runs], rng: np.random.Generator, start_ms: int,
-                     days: int) -> list[tuple[int, str, str, bytes]]:
+def _malformed_lines(
+    fleet: list[_Runs], rng: np.random.Generator, start_ms: int, days: int
+) -> list[tuple[int, str, str, bytes]]:
     """One bad line per kind, each on a run that emitted no valid signal (so it has telemetry)."""
-    hosts = [r for r in fleet if r.spec.name in ("gamma_coinflip", "iota_expensive", "kappa_regime",
-                                                  "<b>x</b>")]
-    pool = [(int(r.sig_ms[i]), k, i) for k, r in enumerate(hosts)
-            for i in np.flatnonzero(~r.emits).tolist()
-            if DAY_MS <= r.sig_ms[i] - start_ms < (days - 1) * DAY_MS]
+    hosts = [
+        r for r in fleet if r.spec.name in ("gamma_coinflip", "iota_expensive", "kappa_regime", "<b>x</b>")
+    ]
+    pool = [
+        (int(r.sig_ms[i]), k, i)
+        for k, r in enumerate(hosts)
+        for i in np.flatnonzero(~r.emits).tolist()
+        if DAY_MS <= r.sig_ms[i] - start_ms < (days - 1) * DAY_MS
+    ]
     pool.sort()
     picks = sorted(rng.choice(len(pool), size=len(MALFORMED_KINDS), replace=False).tolist())
     out = []
     for kind, p in zip(MALFORMED_KINDS, picks, strict=True):
         ms, k, i = pool[p]
         r = hosts[k]
-        obj: dict = {"ts": _iso(ms, 0), "agent": r.spec.name, "run_id": r.run_id[i],
-                     "symbol": SPELLINGS["BTC"][1], "direction": "LONG", "regime": "range",
-                     "confidence": 0.61, "score_final": 0.55, "model": r.spec.model,
-                     "prompt_version": r.spec.prompt_version}
+        obj: dict = {
+            "ts": _iso(ms, 0),
+            "agent": r.spec.name,
+            "run_id": r.run_id[i],
+            "symbol": SPELLINGS["BTC"][1],
+            "direction": "LONG",
+            "regime": "range",
+            "confidence": 0.61,
+            "score_final": 0.55,
+            "model": r.spec.model,
+            "prompt_version": r.spec.prompt_version,
+        }
         if kind == "ts_without_offset":
             obj["ts"] = _iso(ms - ms % 1000, 0)[:-1]
         elif kind == "ts_numeric":
@@ -580,13 +733,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def generate_demo(root: Path, *, seed: int = 7, start: date = date(2025, 9, 1), days: int = 30) -> DemoSummary:
+def generate_demo(
+    root: Path, *, seed: int = 7, start: date = date(2025, 9, 1), days: int = 30
+) -> DemoSummary:
     """(Re)write the demo data root; same arguments → byte-identical files."""
     if days < GAP_DAY_INDEX + 2:
         raise ValueError(f"days must be at least {GAP_DAY_INDEX + 2} (the demo fleet needs a month-ish)")
     root = Path(root)
-    start_ms = int((datetime(start.year, start.month, start.day, tzinfo=UTC)
-                    - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1000
+    start_ms = (
+        int(
+            (
+                datetime(start.year, start.month, start.day, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+            ).total_seconds()
+        )
+        * 1000
+    )
     n_bar_days = days + 3  # signals' 24 h exits need the two days after the last signal day
     bars_seq, agents_seq, extras_seq = np.random.SeedSequence(seed).spawn(3)
     bar_rngs = [np.random.default_rng(s) for s in bars_seq.spawn(len(SYMBOLS))]
@@ -631,8 +792,9 @@ def generate_demo(root: Path, *, seed: int = 7, start: date = date(2025, 9, 1), 
             name = f"{sym}-1m-{(start + timedelta(days=d)).isoformat()}.csv"
             wanted.add(name)
             lo, hi = int(bounds[d]), int(bounds[d + 1])
-            part = _Bars(sym, bar.open_time[lo:hi], [c[lo:hi] for c in bar.columns], bar.decimals,
-                         bar.t0, bar.log_ret)
+            part = _Bars(
+                sym, bar.open_time[lo:hi], [c[lo:hi] for c in bar.columns], bar.decimals, bar.t0, bar.log_ret
+            )
             _write_atomic(folder / name, _format_bars(part))
         for stale in sorted(folder.glob(f"{sym}-1m-*.csv")):
             if stale.name not in wanted:
@@ -651,14 +813,20 @@ def generate_demo(root: Path, *, seed: int = 7, start: date = date(2025, 9, 1), 
         intended={a.name: a.intended for a in AGENTS},
         reasons={a.name: a.why for a in AGENTS},
         malformed_kinds=list(MALFORMED_KINDS),
-        gap=(GAP_SYMBOL, start + timedelta(days=GAP_DAY_INDEX),
-             f"{GAP_MINUTE // 60:02d}:{GAP_MINUTE % 60:02d}", GAP_MINUTES),
+        gap=(
+            GAP_SYMBOL,
+            start + timedelta(days=GAP_DAY_INDEX),
+            f"{GAP_MINUTE // 60:02d}:{GAP_MINUTE % 60:02d}",
+            GAP_MINUTES,
+        ),
         bar_days=(start, start + timedelta(days=n_bar_days - 1)),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meta_pipeline.demo", description="Write the deterministic demo data root.")
+    parser = argparse.ArgumentParser(
+        prog="python -m meta_pipeline.demo", description="Write the deterministic demo data root."
+    )
     parser.add_argument("target", type=Path, help="data root to (re)write")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start", type=date.fromisoformat, default=date(2025, 9, 1))
@@ -666,11 +834,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = generate_demo(args.target, seed=args.seed, start=args.start, days=args.days)
     print(f"demo data root: {summary.root}")
-    print(f"  signals   {summary.signals_path} ({summary.n_signals} valid, {summary.n_malformed} malformed, "
-          f"{summary.n_duplicates} duplicated)")
+    print(
+        f"  signals   {summary.signals_path} ({summary.n_signals} valid, {summary.n_malformed} malformed, "
+        f"{summary.n_duplicates} duplicated)"
+    )
     print(f"  telemetry {summary.telemetry_path} ({summary.n_telemetry} runs)")
-    print(f"  bars      {summary.bars_dir} ({', '.join(summary.symbols)}; "
-          f"{summary.bar_days[0]} .. {summary.bar_days[1]})")
+    print(
+        f"  bars      {summary.bars_dir} ({', '.join(summary.symbols)}; "
+        f"{summary.bar_days[0]} .. {summary.bar_days[1]})"
+    )
     print(f"  signal days {summary.days[0]} .. {summary.days[1]}; gap {summary.gap}")
     for agent in summary.agents:
         print(f"  {agent:<18} {summary.intended[agent]:<8} {summary.reasons[agent]}")

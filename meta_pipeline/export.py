@@ -23,9 +23,23 @@ from meta_pipeline.storage import Warehouse, atomic_write_text
 
 ASSET = "reconciled_trades"
 EXPORT_FIELDS = [
-    "ts", "agent", "run_id", "symbol", "direction", "entry_price", "exit_price", "horizon_hours",
-    "realized_pnl_bps", "regime", "confidence", "score_final",
-    "instrument", "entry_time", "exit_time", "net_pnl_bps", "status",
+    "ts",
+    "agent",
+    "run_id",
+    "symbol",
+    "direction",
+    "entry_price",
+    "exit_price",
+    "horizon_hours",
+    "realized_pnl_bps",
+    "regime",
+    "confidence",
+    "score_final",
+    "instrument",
+    "entry_time",
+    "exit_time",
+    "net_pnl_bps",
+    "status",
 ]
 
 
@@ -52,7 +66,9 @@ def to_jsonl(rows: pd.DataFrame) -> str:
     columns = {name: rows[name].tolist() for name in EXPORT_FIELDS}
     for name in ("ts", "entry_time", "exit_time"):
         columns[name] = iso_utc(rows[name])
-    columns["horizon_hours"] = [int(h) if float(h).is_integer() else float(h) for h in columns["horizon_hours"]]
+    columns["horizon_hours"] = [
+        int(h) if float(h).is_integer() else float(h) for h in columns["horizon_hours"]
+    ]
     columns["status"] = [str(s) for s in columns["status"]]
     lines = []
     for values in zip(*(columns[name] for name in EXPORT_FIELDS), strict=True):

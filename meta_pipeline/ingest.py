@@ -34,12 +34,31 @@ import pandas as pd
 from meta_pipeline.symbols import SymbolError, normalize_symbol
 
 SIGNAL_COLUMNS = [
-    "date", "ts", "agent", "run_id", "symbol", "instrument", "direction",
-    "regime", "confidence", "score_final", "extra", "line_no",
+    "date",
+    "ts",
+    "agent",
+    "run_id",
+    "symbol",
+    "instrument",
+    "direction",
+    "regime",
+    "confidence",
+    "score_final",
+    "extra",
+    "line_no",
 ]
 TELEMETRY_COLUMNS = [
-    "date", "ts", "agent", "run_id", "latency_ms", "tokens_in", "tokens_out",
-    "errors", "cost_usd", "extra", "line_no",
+    "date",
+    "ts",
+    "agent",
+    "run_id",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "errors",
+    "cost_usd",
+    "extra",
+    "line_no",
 ]
 QUARANTINE_COLUMNS = ["line_no", "reason", "detail", "raw"]
 
@@ -88,7 +107,9 @@ class IngestResult:
 def parse_ts(value: Any) -> datetime:
     """ISO-8601 text with an explicit offset (or ``Z``) → aware UTC datetime."""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise Rejected("ts_not_iso_string", f"ts must be an ISO-8601 string, got {type(value).__name__} {value!r}")
+        raise Rejected(
+            "ts_not_iso_string", f"ts must be an ISO-8601 string, got {type(value).__name__} {value!r}"
+        )
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -109,8 +130,9 @@ def _required_text(obj: dict, name: str) -> str:
     return value
 
 
-def _optional_number(obj: dict, name: str, *, low: float | None = None, high: float | None = None,
-                     reason: str = "wrong_type") -> float:
+def _optional_number(
+    obj: dict, name: str, *, low: float | None = None, high: float | None = None, reason: str = "wrong_type"
+) -> float:
     value = obj.get(name)
     if value is None:
         return math.nan
@@ -203,8 +225,9 @@ def iter_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
         yield index + 1, line.rstrip(b"\r"), index != last
 
 
-def ingest_bytes(data: bytes, validate: Callable[[dict], dict], key: Callable[[dict], tuple],
-                 columns: list[str]) -> IngestResult:
+def ingest_bytes(
+    data: bytes, validate: Callable[[dict], dict], key: Callable[[dict], tuple], columns: list[str]
+) -> IngestResult:
     rows: list[dict] = []
     rejected: list[dict] = []
     first_seen: dict[tuple, int] = {}
@@ -218,8 +241,14 @@ def ingest_bytes(data: bytes, validate: Callable[[dict], dict], key: Callable[[d
         try:
             row = _validate_line(raw, terminated, validate)
         except Rejected as exc:
-            rejected.append({"line_no": line_no, "reason": exc.reason, "detail": exc.detail,
-                             "raw": raw.decode("utf-8", errors="replace")[:_MAX_RAW_CHARS]})
+            rejected.append(
+                {
+                    "line_no": line_no,
+                    "reason": exc.reason,
+                    "detail": exc.detail,
+                    "raw": raw.decode("utf-8", errors="replace")[:_MAX_RAW_CHARS],
+                }
+            )
             continue
         identity = key(row)
         if identity in first_seen:
@@ -247,9 +276,11 @@ def _validate_line(raw: bytes, terminated: bool, validate: Callable[[dict], dict
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         if not terminated:
-            raise Rejected("incomplete_last_line",
-                           f"last line has no newline and is not valid JSON ({exc.msg}); "
-                           "it is probably still being written and will be read again next run") from None
+            raise Rejected(
+                "incomplete_last_line",
+                f"last line has no newline and is not valid JSON ({exc.msg}); "
+                "it is probably still being written and will be read again next run",
+            ) from None
         raise Rejected("invalid_json", f"{exc.msg} at column {exc.colno}") from None
     if not isinstance(obj, dict):
         raise Rejected("not_an_object", f"expected a JSON object, got {type(obj).__name__}")

@@ -82,7 +82,9 @@ class Coverage:
     blocked: dict[str, tuple[pd.Timestamp, str]] = field(default_factory=dict)
 
 
-def coverage(instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]) -> Coverage:
+def coverage(
+    instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]
+) -> Coverage:
     """Fold the sidecars of consecutive ``days`` into per-instrument coverage.
 
     Bars are known contiguously from the first day until the first day that is not fully known;

@@ -29,12 +29,38 @@ MATURED, PENDING, UNPRICED = "matured", "pending", "unpriced"
 MAX_BAR_GAP = pd.Timedelta(minutes=5)
 
 RECONCILED_COLUMNS = [
-    "date", "ts", "agent", "run_id", "symbol", "instrument", "direction", "horizon_hours",
-    "entry_time", "entry_price", "exit_time", "exit_price", "realized_pnl_bps", "net_pnl_bps",
-    "status", "reason", "regime", "confidence", "score_final",
+    "date",
+    "ts",
+    "agent",
+    "run_id",
+    "symbol",
+    "instrument",
+    "direction",
+    "horizon_hours",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "realized_pnl_bps",
+    "net_pnl_bps",
+    "status",
+    "reason",
+    "regime",
+    "confidence",
+    "score_final",
 ]
-_PASSTHROUGH = ["date", "ts", "agent", "run_id", "symbol", "instrument", "direction",
-                "regime", "confidence", "score_final"]
+_PASSTHROUGH = [
+    "date",
+    "ts",
+    "agent",
+    "run_id",
+    "symbol",
+    "instrument",
+    "direction",
+    "regime",
+    "confidence",
+    "score_final",
+]
 _CATEGORICAL = {"date", "agent", "symbol", "instrument", "direction", "regime"}
 
 _NS_PER_HOUR = 3_600 * 10**9
@@ -101,10 +127,14 @@ def reconcile(
         usable = int(np.searchsorted(times, limit, side="right"))
         times, opens = times[:usable], opens[:usable]
         entry_time[rows], entry_price[rows], entry_outcome[rows] = _price_at(
-            times, opens, ts_ns[rows], gap_ns, limit)
+            times, opens, ts_ns[rows], gap_ns, limit
+        )
         t, p, o = _price_at(times, opens, exit_targets[rows].ravel(), gap_ns, limit)
         exit_time[rows], exit_price[rows], exit_outcome[rows] = (
-            t.reshape(-1, k), p.reshape(-1, k), o.reshape(-1, k))
+            t.reshape(-1, k),
+            p.reshape(-1, k),
+            o.reshape(-1, k),
+        )
 
     # ---- status and reason per (signal, horizon), as small integer codes → categoricals
     entry_o = np.repeat(entry_outcome, k)
@@ -164,8 +194,9 @@ def _check_signals(signals: pd.DataFrame) -> None:
         raise ValueError(f"direction must be 'LONG' or 'SHORT', got {sorted(map(str, bad))}")
 
 
-def _price_at(times: np.ndarray, opens: np.ndarray, targets: np.ndarray, gap_ns: int,
-              limit_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _price_at(
+    times: np.ndarray, opens: np.ndarray, targets: np.ndarray, gap_ns: int, limit_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Open of the first bar with open time ≥ target, if it opens within ``gap_ns``.
 
     Outcome per target: found; wait (the window [target, target+gap] reaches past ``limit_ns``, so a
@@ -184,12 +215,16 @@ def _price_at(times: np.ndarray, opens: np.ndarray, targets: np.ndarray, gap_ns:
 def _bars_by_instrument(bars: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if bars is None or bars.empty:
         return {}
-    frame = pd.DataFrame({
-        "instrument": bars["instrument"].to_numpy(),
-        "t": _ns_array(bars["open_time"]),
-        "open": bars["open"].to_numpy(dtype="float64"),
-    })
-    frame = frame.sort_values(["instrument", "t"], kind="stable").drop_duplicates(["instrument", "t"], keep="last")
+    frame = pd.DataFrame(
+        {
+            "instrument": bars["instrument"].to_numpy(),
+            "t": _ns_array(bars["open_time"]),
+            "open": bars["open"].to_numpy(dtype="float64"),
+        }
+    )
+    frame = frame.sort_values(["instrument", "t"], kind="stable").drop_duplicates(
+        ["instrument", "t"], keep="last"
+    )
     groups = {}
     for instrument, group in frame.groupby("instrument", sort=False):
         groups[instrument] = (group["t"].to_numpy(), group["open"].to_numpy())

@@ -101,9 +101,13 @@ def stable_types(frame: pd.DataFrame) -> pd.DataFrame:
     to be all-missing in one run) or a dictionary (categoricals), so partitions written by different
     runs read back as one table."""
     text = [
-        column for column in frame.columns
+        column
+        for column in frame.columns
         if isinstance(frame[column].dtype, pd.CategoricalDtype)
-        or (frame[column].dtype == object and frame[column].map(lambda v: v is None or isinstance(v, str)).all())
+        or (
+            frame[column].dtype == object
+            and frame[column].map(lambda v: v is None or isinstance(v, str)).all()
+        )
     ]
     if not text:
         return frame

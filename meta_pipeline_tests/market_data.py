@@ -89,12 +89,14 @@ def open_by_ms(klines: list[Kline]) -> dict[int, float]:
 
 def bars_frame(instrument: str, klines: list[Kline]) -> pd.DataFrame:
     """A bars frame as the reconciliation kernel takes it (plus high/low/close/volume as decoys)."""
-    return pd.DataFrame({
-        "instrument": [instrument] * len(klines),
-        "open_time": pd.to_datetime([k.open_time_ms for k in klines], unit="ms", utc=True),
-        "open": [k.open for k in klines],
-        "high": [k.high for k in klines],
-        "low": [k.low for k in klines],
-        "close": [k.close for k in klines],
-        "volume": [k.volume for k in klines],
-    })
+    return pd.DataFrame(
+        {
+            "instrument": [instrument] * len(klines),
+            "open_time": pd.to_datetime([k.open_time_ms for k in klines], unit="ms", utc=True),
+            "open": [k.open for k in klines],
+            "high": [k.high for k in klines],
+            "low": [k.low for k in klines],
+            "close": [k.close for k in klines],
+            "volume": [k.volume for k in klines],
+        }
+    )

@@ -28,7 +28,9 @@ def test_schedule_covers_today_and_the_days_whose_horizons_reach_it():
 
 
 def test_new_line_days_reads_complete_lines_only():
-    chunk = (_signal("2025-09-01T23:00:00-02:00", "r1") + "not json\n" + _signal("2025-09-03T01:00:00Z", "r2")).encode()
+    chunk = (
+        _signal("2025-09-01T23:00:00-02:00", "r1") + "not json\n" + _signal("2025-09-03T01:00:00Z", "r2")
+    ).encode()
     days, consumed = new_line_days(chunk + b'{"ts": "2025-09-09T00:00:00Z"')
     assert days == {date(2025, 9, 2), date(2025, 9, 3)}
     assert consumed == len(chunk)

@@ -113,7 +113,9 @@ def _price(times: list[int], opens: list[float], t: int) -> float | None:
 
 def _stats(parsed: dict, bars: dict) -> dict:
     lookup = {s: (df[0].tolist(), df[1].tolist()) for s, (_, df) in bars.items()}
-    per = defaultdict(lambda: {"pnl": [], "unpriced": 0, "trade_runs": set(), "regime_pnl": defaultdict(float)})
+    per = defaultdict(
+        lambda: {"pnl": [], "unpriced": 0, "trade_runs": set(), "regime_pnl": defaultdict(float)}
+    )
     for s in parsed["signals"]:
         times, opens = lookup[s["_inst"]]
         entry = _price(times, opens, s["_ms"])
@@ -156,8 +158,12 @@ def _stats(parsed: dict, bars: dict) -> dict:
 def _decision(s: dict, *, err: float, min_trades: int = 10) -> str:
     """Seed sections E/G defaults + the DESIGN.md fixes (all runs, no promotion on a lucky trade)."""
     pnl, cost, lat = s["pnl"], s["cost"], s["lat"]
-    score = (40 * (s["trades"] >= 10 and pnl < 0) + 30 * (pnl < -150) + 20 * (err > 0.10)
-             + 10 * (cost > 5 and pnl <= 0))
+    score = (
+        40 * (s["trades"] >= 10 and pnl < 0)
+        + 30 * (pnl < -150)
+        + 20 * (err > 0.10)
+        + 10 * (cost > 5 and pnl <= 0)
+    )
     decision = "HOLD"
     if pnl >= 150 and s["hit"] >= 0.55 and err == 0 and lat <= 900 and s["trades"] >= min_trades:
         decision = "PROMOTE"
@@ -215,9 +221,20 @@ def test_summary_counts_match_the_files(demo, parsed):
     assert kinds["duplicate"] == demo.n_duplicates == 3
     malformed = {k: v for k, v in kinds.items() if k not in ("ok", "duplicate")}
     assert sum(malformed.values()) == demo.n_malformed
-    assert set(malformed) == set(demo.malformed_kinds) == {
-        "invalid_json", "invalid_utf8", "ts_without_offset", "ts_numeric", "bad_direction",
-        "bad_confidence", "missing_run_id", "bad_symbol"}
+    assert (
+        set(malformed)
+        == set(demo.malformed_kinds)
+        == {
+            "invalid_json",
+            "invalid_utf8",
+            "ts_without_offset",
+            "ts_numeric",
+            "bad_direction",
+            "bad_confidence",
+            "missing_run_id",
+            "bad_symbol",
+        }
+    )
     assert len(parsed["lines"]) == demo.n_signals + demo.n_malformed + demo.n_duplicates
     assert 0.002 < demo.n_malformed / len(parsed["lines"]) < 0.02  # ≈0.5 %, well under 5 %
     assert len(parsed["telemetry"]) == demo.n_telemetry
@@ -271,7 +288,16 @@ def test_every_signal_has_telemetry_and_some_runs_have_no_signal(parsed):
     silent = len(tel) - len(parsed["signals"])
     assert 0.30 <= silent / len(tel) <= 0.55
     for t in tel:
-        assert set(t) == {"run_id", "agent", "ts", "latency_ms", "tokens_in", "tokens_out", "errors", "cost_usd"}
+        assert set(t) == {
+            "run_id",
+            "agent",
+            "ts",
+            "latency_ms",
+            "tokens_in",
+            "tokens_out",
+            "errors",
+            "cost_usd",
+        }
         assert all(isinstance(t[k], int) for k in ("latency_ms", "tokens_in", "tokens_out", "errors"))
         assert isinstance(t["cost_usd"], float) and t["cost_usd"] > 0
     assert [t["ts"] for t in tel] == sorted(t["ts"] for t in tel)
@@ -296,10 +322,13 @@ def test_bars_are_well_formed(demo, bars):
         assert (df[5] > 0).all() and (df[8] >= 1).all() and (df[9] <= df[5]).all()
         steps = t.diff().iloc[1:]
         jumps = steps[steps != MS_MINUTE]
-        continuity = (o.iloc[1:].to_numpy() - c.iloc[:-1].to_numpy())
+        continuity = o.iloc[1:].to_numpy() - c.iloc[:-1].to_numpy()
         if sym == gap_symbol:
             assert jumps.tolist() == [(gap_len + 1) * MS_MINUTE]
-            assert t[jumps.index[0] - 1] == gap_ms - MS_MINUTE and t[jumps.index[0]] == gap_ms + gap_len * MS_MINUTE
+            assert (
+                t[jumps.index[0] - 1] == gap_ms - MS_MINUTE
+                and t[jumps.index[0]] == gap_ms + gap_len * MS_MINUTE
+            )
             assert len(df) == n_days * 1440 - gap_len
             continuity[jumps.index[0] - 1] = 0.0
         else:
@@ -313,7 +342,7 @@ def test_bars_are_well_formed(demo, bars):
             assert day.min() >= lo and day.max() < lo + 86_400_000
         # realistic volatility: annualised 1-minute close-to-close vol between 40 % and 110 %
         lr = (c / c.shift()).apply(lambda x: 0 if pd.isna(x) else __import__("math").log(x))
-        annual = lr.std() * (525_600 ** 0.5)
+        annual = lr.std() * (525_600**0.5)
         assert 0.40 < annual < 1.10, (sym, annual)
     assert 40_000 < bars["BTCUSDT"][1][1].iloc[0] < 80_000
     assert 0.05 < bars["DOGEUSDT"][1][1].iloc[0] < 0.5

@@ -46,7 +46,6 @@ def _telemetry(**changes) -> dict:
     return {k: v for k, v in obj.items() if v is not _DROP}
 
 
-
 def _line(obj) -> bytes:
     return json.dumps(obj).encode()
 
@@ -56,7 +55,9 @@ def _signals(data: bytes) -> ingest.IngestResult:
 
 
 def _telemetries(data: bytes) -> ingest.IngestResult:
-    return ingest.ingest_bytes(data, ingest.validate_telemetry, ingest.telemetry_key, ingest.TELEMETRY_COLUMNS)
+    return ingest.ingest_bytes(
+        data, ingest.validate_telemetry, ingest.telemetry_key, ingest.TELEMETRY_COLUMNS
+    )
 
 
 def _file(*lines: bytes, final_newline: bool = True) -> bytes:
@@ -191,7 +192,9 @@ def test_last_line_without_newline(case, raw, reason):
         assert result.quarantine.empty
     else:
         assert list(result.valid["run_id"]) == ["first"]
-        assert result.quarantine[["line_no", "reason", "raw"]].values.tolist() == [[2, reason, _replaced(raw)]]
+        assert result.quarantine[["line_no", "reason", "raw"]].values.tolist() == [
+            [2, reason, _replaced(raw)]
+        ]
 
 
 def test_unterminated_garbage_in_the_middle_is_invalid_json_not_incomplete():
@@ -290,13 +293,30 @@ def test_duplicates_count_once_and_report_line_numbers():
     first = _signal(run_id="r1", symbol="BTC", direction="LONG", ts="2024-03-01T12:00:00Z", confidence=0.9)
     lines = [
         _line(first),  # 1
-        _line(_signal(run_id="r1", symbol="btc/usdt", direction="long", ts="2024-03-01T14:00:00+02:00",
-                      confidence=0.1)),  # 2: same signal
-        _line(_signal(run_id="r1", symbol="BTC-USD", direction="Long", ts="2024-03-01T07:00:00.000-05:00")),  # 3
-        _line(_signal(run_id="r1", symbol="BTC", direction="SHORT", ts="2024-03-01T12:00:00Z")),  # 4: other direction
-        _line(_signal(run_id="r1", symbol="ETH", direction="LONG", ts="2024-03-01T12:00:00Z")),  # 5: other instrument
-        _line(_signal(run_id="r1", symbol="BTC", direction="LONG", ts="2024-03-01T12:00:01Z")),  # 6: other instant
-        _line(_signal(run_id="r2", symbol="BTC", direction="LONG", ts="2024-03-01T12:00:00Z")),  # 7: other run
+        _line(
+            _signal(
+                run_id="r1",
+                symbol="btc/usdt",
+                direction="long",
+                ts="2024-03-01T14:00:00+02:00",
+                confidence=0.1,
+            )
+        ),  # 2: same signal
+        _line(
+            _signal(run_id="r1", symbol="BTC-USD", direction="Long", ts="2024-03-01T07:00:00.000-05:00")
+        ),  # 3
+        _line(
+            _signal(run_id="r1", symbol="BTC", direction="SHORT", ts="2024-03-01T12:00:00Z")
+        ),  # 4: other direction
+        _line(
+            _signal(run_id="r1", symbol="ETH", direction="LONG", ts="2024-03-01T12:00:00Z")
+        ),  # 5: other instrument
+        _line(
+            _signal(run_id="r1", symbol="BTC", direction="LONG", ts="2024-03-01T12:00:01Z")
+        ),  # 6: other instant
+        _line(
+            _signal(run_id="r2", symbol="BTC", direction="LONG", ts="2024-03-01T12:00:00Z")
+        ),  # 7: other run
         _line(first),  # 8: verbatim repeat
     ]
     result = _signals(_file(*lines))
@@ -360,7 +380,10 @@ def test_invalid_bytes_in_the_middle_do_not_stop_later_lines():
     lines.insert(4, b"\x00\x01\x02\xfe")
     result = _signals(_file(*lines))
     assert result.valid["run_id"].tolist() == [f"r{i}" for i in range(5)]
-    assert result.quarantine[["line_no", "reason"]].values.tolist() == [[3, "invalid_utf8"], [5, "invalid_utf8"]]
+    assert result.quarantine[["line_no", "reason"]].values.tolist() == [
+        [3, "invalid_utf8"],
+        [5, "invalid_utf8"],
+    ]
 
 
 def test_long_raw_line_is_truncated_in_quarantine_but_still_quarantined():
@@ -384,8 +407,11 @@ def test_input_files_are_not_modified(tmp_path):
     telemetry = tmp_path / "telemetry" / "events.jsonl"
     signals.parent.mkdir()
     telemetry.parent.mkdir()
-    signals.write_bytes(_file(_line(_signal()), b"garbage\xff", b"", _line(_signal(run_id="x")), b'{"ts":',
-                              final_newline=False))
+    signals.write_bytes(
+        _file(
+            _line(_signal()), b"garbage\xff", b"", _line(_signal(run_id="x")), b'{"ts":', final_newline=False
+        )
+    )
     telemetry.write_bytes(_file(_line(_telemetry()), b"[1]", _line(_telemetry()), b"\xff"))
     old = time.time() - 3600
     for path in (signals, telemetry):

@@ -15,20 +15,38 @@ from meta_pipeline.defs import ingestion
 from meta_pipeline.defs.jobs import MAIN_JOB, jobs
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy
 
-INGESTION_KEYS = {dg.AssetKey(k) for k in ("signals", "telemetry", "signal_quarantine", "telemetry_quarantine")}
+INGESTION_KEYS = {
+    dg.AssetKey(k) for k in ("signals", "telemetry", "signal_quarantine", "telemetry_quarantine")
+}
 CHECK = "rejected_share_below_threshold"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
 def _signal(run_id: str, ts: str, **extra) -> dict:
-    return {"ts": ts, "agent": extra.pop("agent", "alpha"), "run_id": run_id, "symbol": extra.pop("symbol", "BTC"),
-            "direction": extra.pop("direction", "long"), "confidence": 0.6, **extra}
+    return {
+        "ts": ts,
+        "agent": extra.pop("agent", "alpha"),
+        "run_id": run_id,
+        "symbol": extra.pop("symbol", "BTC"),
+        "direction": extra.pop("direction", "long"),
+        "confidence": 0.6,
+        **extra,
+    }
 
 
 def _telemetry(run_id: str, ts: str, **extra) -> dict:
-    return {"ts": ts, "agent": "alpha", "run_id": run_id, "latency_ms": 900, "tokens_in": 1000,
-            "tokens_out": 200, "errors": 0, "cost_usd": 0.01, **extra}
+    return {
+        "ts": ts,
+        "agent": "alpha",
+        "run_id": run_id,
+        "latency_ms": 900,
+        "tokens_in": 1000,
+        "tokens_out": 200,
+        "errors": 0,
+        "cost_usd": 0.01,
+        **extra,
+    }
 
 
 SIGNALS = [
@@ -73,11 +91,15 @@ def root(tmp_path) -> Path:
 
 
 def _resources(root: Path, max_rejected_share: float = 0.5) -> dict:
-    return {"data_root": DataRoot(root=str(root)),
-            "ingestion_policy": IngestionPolicy(max_rejected_share=max_rejected_share)}
+    return {
+        "data_root": DataRoot(root=str(root)),
+        "ingestion_policy": IngestionPolicy(max_rejected_share=max_rejected_share),
+    }
 
 
-def _materialize(root: Path, *, partition_key=None, tags=None, instance=None, **policy) -> dg.ExecuteInProcessResult:
+def _materialize(
+    root: Path, *, partition_key=None, tags=None, instance=None, **policy
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ingestion.assets,
         partition_key=partition_key,
@@ -141,7 +163,11 @@ def test_dagster_definitions_validate(tmp_path):
     env.update(DAGSTER_HOME=str(home), META_PIPELINE_ROOT=str(tmp_path))
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "meta_pipeline.definitions"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -166,8 +192,11 @@ def test_materialize_one_day(root):
     assert pd.read_parquet(telemetry["2024-03-02"])["run_id"].tolist() == ["s4"]
 
     assert _materialized_partitions(result, "signals") == ["2024-03-02"]
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.event_specific_data.materialization.asset_key == dg.AssetKey("signals")]
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == dg.AssetKey("signals")
+    ]
     metadata = event.event_specific_data.materialization.metadata
     assert metadata["dagster/row_count"].value == 2
     assert metadata["file_duplicates"].value == 1
@@ -234,7 +263,9 @@ def test_late_line_for_an_old_day_lands_on_rerun(root):
     with open(root / "alpha" / "events.jsonl", "ab") as handle:
         handle.write(_dumps(_signal("late", "2024-03-03T10:00:00Z")) + b"\n")
     _materialize(root, partition_key="2024-03-03")
-    assert pd.read_parquet(root / "warehouse" / "signals" / "2024-03-03.parquet")["run_id"].tolist() == ["late"]
+    assert pd.read_parquet(root / "warehouse" / "signals" / "2024-03-03.parquet")["run_id"].tolist() == [
+        "late"
+    ]
     assert len(pd.read_parquet(root / "warehouse" / "signals" / "2024-03-01.parquet")) == 3
 
 
@@ -263,10 +294,13 @@ def test_partitions_written_by_different_runs_read_back_together(tmp_path, first
     if first_run == "file_without_regime":
         _write_lines(tmp_path / "alpha" / "events.jsonl", [_dumps(_signal("a", "2024-03-01T09:00:00Z"))])
     _materialize(tmp_path, partition_key="2024-03-01")
-    _write_lines(tmp_path / "alpha" / "events.jsonl", [
-        _dumps(_signal("a", "2024-03-01T09:00:00Z")),
-        _dumps(_signal("b", "2024-03-02T09:00:00Z", regime="trend")),
-    ])
+    _write_lines(
+        tmp_path / "alpha" / "events.jsonl",
+        [
+            _dumps(_signal("a", "2024-03-01T09:00:00Z")),
+            _dumps(_signal("b", "2024-03-02T09:00:00Z", regime="trend")),
+        ],
+    )
     _materialize(tmp_path, partition_key="2024-03-02")
 
     frame = pd.read_parquet(tmp_path / "warehouse" / "signals")
@@ -285,8 +319,11 @@ def test_quarantine_table_holds_the_bad_lines(root):
     assert quarantine["raw"].tolist() == [line.decode() for line in BAD_SIGNAL_LINES]
     assert len(pd.read_parquet(root / "warehouse" / "telemetry_quarantine.parquet")) == 0
 
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.event_specific_data.materialization.asset_key == dg.AssetKey("signal_quarantine")]
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == dg.AssetKey("signal_quarantine")
+    ]
     metadata = event.event_specific_data.materialization.metadata
     assert metadata["dagster/row_count"].value == 2
     assert metadata["blank_lines"].value == 1

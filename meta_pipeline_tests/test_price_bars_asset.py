@@ -17,25 +17,38 @@ DAY = "2024-03-05"
 def _root(tmp_path, lines):
     (tmp_path / "alpha").mkdir()
     (tmp_path / "alpha" / "events.jsonl").write_text(
-        "".join(json.dumps({"ts": ts, "agent": "a", "run_id": f"r{i}", "symbol": sym, "direction": "LONG"}) + "\n"
-                for i, (ts, sym) in enumerate(lines)))
+        "".join(
+            json.dumps({"ts": ts, "agent": "a", "run_id": f"r{i}", "symbol": sym, "direction": "LONG"}) + "\n"
+            for i, (ts, sym) in enumerate(lines)
+        )
+    )
     return tmp_path
 
 
 def _materialize(root, fx, start=DAY, end=DAY):
     return dg.materialize(
-        [signals, price_bars], instance=dg.DagsterInstance.ephemeral(),
-        resources={"data_root": DataRoot(root=str(root)),
-                   "price_sources": PriceSources(sources=["binance", "coinbase"], binance_base_url=fx.binance_url,
-                                                 coinbase_base_url=fx.coinbase_url, bars_dir=str(root / "bars"),
-                                                 backoff_seconds=0.001, max_retries=1, read_timeout_seconds=2)},
+        [signals, price_bars],
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "data_root": DataRoot(root=str(root)),
+            "price_sources": PriceSources(
+                sources=["binance", "coinbase"],
+                binance_base_url=fx.binance_url,
+                coinbase_base_url=fx.coinbase_url,
+                bars_dir=str(root / "bars"),
+                backoff_seconds=0.001,
+                max_retries=1,
+                read_timeout_seconds=2,
+            ),
+        },
         tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
     )
 
 
 def _metadata(result, key):
-    [event] = [e for e in result.get_asset_materialization_events()
-               if e.asset_key.to_user_string() == "price_bars"][:1]
+    [event] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "price_bars"
+    ][:1]
     return event.materialization.metadata[key].value
 
 
@@ -46,8 +59,15 @@ def test_a_day_holds_bars_for_signals_whose_horizons_reach_it(tmp_path, fake_exc
     warehouse = Warehouse(root / "warehouse")
     counts = {k: len(warehouse.read_partition("price_bars", k)) for k in warehouse.stored_keys("price_bars")}
     # 03-01 (own signal), 03-02/03 (reached from 03-01), 03-04 (own), 03-05/06 (reached from 03-04)
-    assert counts == {"2024-03-01": 1440, "2024-03-02": 1440, "2024-03-03": 1440,
-                      "2024-03-04": 1440, "2024-03-05": 1440, "2024-03-06": 1440, "2024-03-07": 0}
+    assert counts == {
+        "2024-03-01": 1440,
+        "2024-03-02": 1440,
+        "2024-03-03": 1440,
+        "2024-03-04": 1440,
+        "2024-03-05": 1440,
+        "2024-03-06": 1440,
+        "2024-03-07": 0,
+    }
     assert fake_exchange.count() == 6 * 2  # two klines pages per needed symbol-day, none for 03-07
     sidecar = warehouse.read_sidecar("price_bars", DAY)
     assert sidecar["BTCUSDT"]["source"] == "binance" and sidecar["BTCUSDT"]["complete"] is True

@@ -25,7 +25,6 @@ RAW = MARKET_DATA_DIR / "raw_BTCUSDT-1m-2024-03-01_2024-03-22_as_collected.csv"
 OHLCV = ["open_time", "open", "high", "low", "close", "volume"]
 
 
-
 def ts(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 

@@ -12,8 +12,13 @@ END = pd.Timestamp("2024-03-06", tz="UTC")
 
 
 def entry(fetched_at, *, complete=False, source="binance", error=None, unpriceable=None):
-    return {"fetched_at": pd.Timestamp(fetched_at, tz="UTC").isoformat(), "complete": complete,
-            "source": source, "error": error, "unpriceable": unpriceable}
+    return {
+        "fetched_at": pd.Timestamp(fetched_at, tz="UTC").isoformat(),
+        "complete": complete,
+        "source": source,
+        "error": error,
+        "unpriceable": unpriceable,
+    }
 
 
 @pytest.mark.parametrize(
@@ -36,9 +41,15 @@ def test_is_final(stored, final):
 def test_coverage_walks_consecutive_days_until_the_first_not_fully_known():
     days = price_store.window(DAY, 2)
     sidecars = {
-        days[0]: {"BTCUSDT": entry("2024-03-08", complete=True), "ETHUSDT": entry("2024-03-08", complete=True),
-                  "FOOUSDT": entry("2024-03-08", source=None, unpriceable="Invalid symbol (-1121)")},
-        days[1]: {"BTCUSDT": entry("2024-03-06 13:30"), "ETHUSDT": entry("2024-03-08", source=None, error="HTTP 503")},
+        days[0]: {
+            "BTCUSDT": entry("2024-03-08", complete=True),
+            "ETHUSDT": entry("2024-03-08", complete=True),
+            "FOOUSDT": entry("2024-03-08", source=None, unpriceable="Invalid symbol (-1121)"),
+        },
+        days[1]: {
+            "BTCUSDT": entry("2024-03-06 13:30"),
+            "ETHUSDT": entry("2024-03-08", source=None, error="HTTP 503"),
+        },
         days[2]: None,
     }
     cover = price_store.coverage(["BTCUSDT", "ETHUSDT", "FOOUSDT", "SOLUSDT"], days, sidecars)
@@ -53,6 +64,8 @@ def test_coverage_walks_consecutive_days_until_the_first_not_fully_known():
 
 def test_coverage_of_a_day_never_materialized():
     days = price_store.window(DAY, 1)
-    cover = price_store.coverage(["BTCUSDT"], days, {days[0]: {"BTCUSDT": entry("2024-03-08", complete=True)}})
+    cover = price_store.coverage(
+        ["BTCUSDT"], days, {days[0]: {"BTCUSDT": entry("2024-03-08", complete=True)}}
+    )
     assert cover.known_until["BTCUSDT"] == END
     assert cover.blocked["BTCUSDT"][1] == "price_bars for 2024-03-06 not materialized yet"

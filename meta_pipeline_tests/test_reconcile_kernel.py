@@ -106,8 +106,20 @@ def oracle(
         for h in horizons:
             exit_target = ts_us + round(h * 3600) * US
             if sig.instrument in unpriceable:
-                rows.append(Expected("unpriced", "unpriceable", unpriceable[sig.instrument],
-                                     None, None, None, None, None, None, ts_us))
+                rows.append(
+                    Expected(
+                        "unpriced",
+                        "unpriceable",
+                        unpriceable[sig.instrument],
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        ts_us,
+                    )
+                )
                 continue
             limit = as_of_us
             if sig.instrument in known_until:
@@ -116,21 +128,38 @@ def oracle(
             e_kind, e_time, e_price = price_at(bars, ts_us, limit, gap_us)
             x_kind, x_time, x_price = price_at(bars, exit_target, limit, gap_us)
             if e_kind == "gap":
-                rows.append(Expected("unpriced", "entry", None, None, None, None, None, None, None,
-                                     ts_us + gap_us))
+                rows.append(
+                    Expected("unpriced", "entry", None, None, None, None, None, None, None, ts_us + gap_us)
+                )
             elif e_kind == "wait" or x_kind == "wait":
-                rows.append(Expected("pending", "pending", None, e_time, e_price, None, None, None, None,
-                                     as_of_us))
+                rows.append(
+                    Expected("pending", "pending", None, e_time, e_price, None, None, None, None, as_of_us)
+                )
             elif x_kind == "gap":
-                rows.append(Expected("unpriced", "exit", None, e_time, e_price, None, None, None, None,
-                                     exit_target + gap_us))
+                rows.append(
+                    Expected(
+                        "unpriced",
+                        "exit",
+                        None,
+                        e_time,
+                        e_price,
+                        None,
+                        None,
+                        None,
+                        None,
+                        exit_target + gap_us,
+                    )
+                )
             else:
                 if sig.direction == "LONG":
                     gross = (x_price / e_price - 1.0) * 1e4
                 else:
                     gross = (1.0 - x_price / e_price) * 1e4
-                rows.append(Expected("matured", None, None, e_time, e_price, x_time, x_price,
-                                     gross, gross - cost, x_time))
+                rows.append(
+                    Expected(
+                        "matured", None, None, e_time, e_price, x_time, x_price, gross, gross - cost, x_time
+                    )
+                )
     return rows
 
 
@@ -182,14 +211,16 @@ def assert_matches(out: pd.DataFrame, expected: list[Expected], horizons: list[f
 
 
 def signals_frame(sigs: list[Sig], *, extras: bool = False) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "ts": pd.to_datetime([s.ts for s in sigs], utc=True),
-        "agent": [f"agent-{i % 3}" for i in range(len(sigs))],
-        "run_id": [f"run-{i:03d}" for i in range(len(sigs))],
-        "symbol": [s.instrument.removesuffix("USDT") + "/USD" for s in sigs],
-        "instrument": [s.instrument for s in sigs],
-        "direction": [s.direction for s in sigs],
-    })
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime([s.ts for s in sigs], utc=True),
+            "agent": [f"agent-{i % 3}" for i in range(len(sigs))],
+            "run_id": [f"run-{i:03d}" for i in range(len(sigs))],
+            "symbol": [s.instrument.removesuffix("USDT") + "/USD" for s in sigs],
+            "instrument": [s.instrument for s in sigs],
+            "direction": [s.direction for s in sigs],
+        }
+    )
     if extras:
         frame["date"] = [s.ts.astimezone(UTC).date().isoformat() for s in sigs]
         frame["regime"] = [["trend", "range", "shock"][i % 3] for i in range(len(sigs))]
@@ -214,11 +245,26 @@ def run(sigs, klines_by_instr, horizons=HORIZONS, *, as_of, extras=False, **kwar
     return reconcile(signals_frame(sigs, extras=extras), bars, horizons, as_of=pd.Timestamp(as_of), **kwargs)
 
 
-def expect(sigs, klines_by_instr, horizons=HORIZONS, *, as_of, known_until=None, unpriceable=None,
-           round_trip_cost_bps=0.0):
+def expect(
+    sigs,
+    klines_by_instr,
+    horizons=HORIZONS,
+    *,
+    as_of,
+    known_until=None,
+    unpriceable=None,
+    round_trip_cost_bps=0.0,
+):
     opens = {i: md.open_by_ms(k) for i, k in klines_by_instr.items()}
-    return oracle(sigs, opens, list(horizons), as_of, known_until=known_until, unpriceable=unpriceable,
-                  cost=round_trip_cost_bps)
+    return oracle(
+        sigs,
+        opens,
+        list(horizons),
+        as_of,
+        known_until=known_until,
+        unpriceable=unpriceable,
+        cost=round_trip_cost_bps,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +293,10 @@ def open_at(klines: list[md.Kline], moment: datetime) -> float:
 
 def test_literal_prices_straight_from_the_file(btc24):
     """First line of BTCUSDT-1m-2024-03-01.csv: 00:00 opens 61130.99, 00:01 opens 61196.0, 01:00 ..."""
-    sigs = [Sig(utc(2024, 3, 1, 0, 0), "BTCUSDT", "LONG"),
-            Sig(utc(2024, 3, 1, 0, 0, 0, 1000), "BTCUSDT", "SHORT")]  # 1 ms past the minute
+    sigs = [
+        Sig(utc(2024, 3, 1, 0, 0), "BTCUSDT", "LONG"),
+        Sig(utc(2024, 3, 1, 0, 0, 0, 1000), "BTCUSDT", "SHORT"),
+    ]  # 1 ms past the minute
     out = run(sigs, {"BTCUSDT": btc24}, [1], as_of=utc(2024, 3, 22))
     assert list(out["entry_price"]) == [61130.99, 61196.0]
     assert list(out["entry_time"]) == [utc(2024, 3, 1, 0, 0), utc(2024, 3, 1, 0, 1)]
@@ -324,8 +372,9 @@ def test_offset_timestamps_give_the_same_rows(btc24):
     as_of = pd.Timestamp("2024-03-20", tz="UTC")
     frame_utc = signals_frame(sigs)
     frame_tz = frame_utc.assign(ts=frame_utc["ts"].dt.tz_convert("+02:00"))
-    frame_str = frame_utc.assign(ts=pd.to_datetime(
-        [m.astimezone(PLUS_TWO).isoformat() for m in moments], format="ISO8601"))
+    frame_str = frame_utc.assign(
+        ts=pd.to_datetime([m.astimezone(PLUS_TWO).isoformat() for m in moments], format="ISO8601")
+    )
     assert str(frame_str["ts"].dt.tz) == "UTC+02:00"
     assert "+02:00" in frame_str["ts"][0].isoformat()
     base = reconcile(frame_utc, bars, HORIZONS, as_of=as_of)
@@ -342,20 +391,34 @@ def test_offset_timestamps_give_the_same_rows(btc24):
 
 
 def test_one_row_per_signal_and_horizon_in_order_with_passthrough(btc24):
-    sigs = [Sig(utc(2024, 3, 9, 3, 0), "BTCUSDT", "SHORT"),
-            Sig(utc(2024, 3, 2, 17, 45, 1), "BTCUSDT", "LONG"),  # not in time order on purpose
-            Sig(utc(2024, 3, 9, 3, 0), "BTCUSDT", "LONG")]
+    sigs = [
+        Sig(utc(2024, 3, 9, 3, 0), "BTCUSDT", "SHORT"),
+        Sig(utc(2024, 3, 2, 17, 45, 1), "BTCUSDT", "LONG"),  # not in time order on purpose
+        Sig(utc(2024, 3, 9, 3, 0), "BTCUSDT", "LONG"),
+    ]
     signals = signals_frame(sigs, extras=True)
     signals.index = [10, 3, 7]  # a filtered frame: positions, not labels, decide the order
     before = signals.copy()
-    out = reconcile(signals, md.bars_frame("BTCUSDT", btc24), HORIZONS, as_of=pd.Timestamp("2024-03-21", tz="UTC"))
+    out = reconcile(
+        signals, md.bars_frame("BTCUSDT", btc24), HORIZONS, as_of=pd.Timestamp("2024-03-21", tz="UTC")
+    )
     assert_frame_equal(signals, before)  # input untouched
     assert list(out.columns) == RECONCILED_COLUMNS
     assert len(out) == 9
     assert list(out.index) == list(range(9))
     assert list(out["horizon_hours"]) == HORIZONS * 3
-    for col in ["date", "ts", "agent", "run_id", "symbol", "instrument", "direction", "regime",
-                "confidence", "score_final"]:
+    for col in [
+        "date",
+        "ts",
+        "agent",
+        "run_id",
+        "symbol",
+        "instrument",
+        "direction",
+        "regime",
+        "confidence",
+        "score_final",
+    ]:
         expected = [v for v in signals[col].tolist() for _ in HORIZONS]
         assert out[col].tolist() == expected, col
     assert_matches(out, expect(sigs, {"BTCUSDT": btc24}, as_of=utc(2024, 3, 21)))
@@ -369,8 +432,16 @@ def test_empty_signals_give_the_documented_columns(btc24):
     assert list(empty.columns) == RECONCILED_COLUMNS
     assert len(empty) == 0
     one = reconcile(signals, bars, HORIZONS, as_of=as_of)
-    for col in ["ts", "horizon_hours", "entry_time", "entry_price", "exit_time", "exit_price",
-                "realized_pnl_bps", "net_pnl_bps"]:
+    for col in [
+        "ts",
+        "horizon_hours",
+        "entry_time",
+        "entry_price",
+        "exit_time",
+        "exit_price",
+        "realized_pnl_bps",
+        "net_pnl_bps",
+    ]:
         assert empty[col].dtype == one[col].dtype, col  # appending an empty batch keeps the schema
     # no bars at all either
     none = reconcile(signals.iloc[:0], bars.iloc[:0], HORIZONS, as_of=as_of)
@@ -534,9 +605,11 @@ def test_custom_max_gap(btc24):
 
 
 def test_unpriceable_and_unknown_instruments(btc24):
-    sigs = [Sig(utc(2024, 3, 4, 8, 0), "FOOUSDT", "LONG"),
-            Sig(utc(2024, 3, 4, 8, 0), "BTCUSDT", "LONG"),
-            Sig(utc(2024, 3, 4, 8, 0), "SOLUSDT", "SHORT")]  # no bars at all
+    sigs = [
+        Sig(utc(2024, 3, 4, 8, 0), "FOOUSDT", "LONG"),
+        Sig(utc(2024, 3, 4, 8, 0), "BTCUSDT", "LONG"),
+        Sig(utc(2024, 3, 4, 8, 0), "SOLUSDT", "SHORT"),
+    ]  # no bars at all
     unpriceable = {"FOOUSDT": "Invalid symbol (-1121)"}
     out = run(sigs, {"BTCUSDT": btc24}, as_of=AS_OF_LATE, unpriceable=unpriceable)
     assert list(out["status"]) == ["unpriced"] * 3 + ["matured"] * 3 + ["unpriced"] * 3
@@ -548,8 +621,9 @@ def test_unpriceable_and_unknown_instruments(btc24):
     out = run(recent, {"BTCUSDT": btc24}, as_of=AS_OF_LATE)
     assert (out["status"] == "pending").all()
     # unpriceable wins even when it is a recent signal
-    out = run([Sig(AS_OF_LATE, "FOOUSDT", "LONG")], {"BTCUSDT": btc24}, as_of=AS_OF_LATE,
-              unpriceable=unpriceable)
+    out = run(
+        [Sig(AS_OF_LATE, "FOOUSDT", "LONG")], {"BTCUSDT": btc24}, as_of=AS_OF_LATE, unpriceable=unpriceable
+    )
     assert (out["status"] == "unpriced").all() and (out["reason"] == "Invalid symbol (-1121)").all()
 
 
@@ -560,17 +634,21 @@ def test_unpriceable_and_unknown_instruments(btc24):
 
 def test_bars_after_as_of_are_ignored(btc24):
     as_of = utc(2024, 3, 16, 12, 0, 30)
-    sigs = [Sig(utc(2024, 3, 16, 11, 0), "BTCUSDT", "LONG"),  # 1h exit 12:00 ≤ as_of
-            Sig(utc(2024, 3, 16, 11, 0, 1), "BTCUSDT", "SHORT"),  # 1h exit needs 12:01 > as_of
-            Sig(utc(2024, 3, 16, 12, 0, 10), "BTCUSDT", "LONG"),  # entry needs 12:01 > as_of
-            Sig(utc(2024, 3, 15, 11, 0), "BTCUSDT", "SHORT")]  # 24h exit 03-16 11:00 ≤ as_of
+    sigs = [
+        Sig(utc(2024, 3, 16, 11, 0), "BTCUSDT", "LONG"),  # 1h exit 12:00 ≤ as_of
+        Sig(utc(2024, 3, 16, 11, 0, 1), "BTCUSDT", "SHORT"),  # 1h exit needs 12:01 > as_of
+        Sig(utc(2024, 3, 16, 12, 0, 10), "BTCUSDT", "LONG"),  # entry needs 12:01 > as_of
+        Sig(utc(2024, 3, 15, 11, 0), "BTCUSDT", "SHORT"),
+    ]  # 24h exit 03-16 11:00 ≤ as_of
     known = until(btc24, as_of)
     base = run(sigs, {"BTCUSDT": known}, as_of=as_of)
     assert_matches(base, expect(sigs, {"BTCUSDT": btc24}, as_of=as_of))
     # fake future bars: every minute for two days at an absurd price, plus off-minute ones
     start = utc(2024, 3, 16, 12, 1)
-    fake = [md.Kline(md.datetime_to_ms(start + timedelta(minutes=i)), 1e9, 1e9, 1e9, 1e9, 1.0)
-            for i in range(2 * 1440)]
+    fake = [
+        md.Kline(md.datetime_to_ms(start + timedelta(minutes=i)), 1e9, 1e9, 1e9, 1e9, 1.0)
+        for i in range(2 * 1440)
+    ]
     fake += [md.Kline(md.datetime_to_ms(as_of + timedelta(milliseconds=1)), 5.0, 5, 5, 5, 1.0)]
     assert_frame_equal(run(sigs, {"BTCUSDT": known + fake}, as_of=as_of), base)
     # … and the real future bars, too
@@ -662,7 +740,9 @@ def test_property_long_and_short_are_exact_opposites(scenario):
     shorts = [Sig(s.ts, s.instrument, "SHORT") for s in sigs]
     out_long = run(longs, {"BTCUSDT": klines}, as_of=as_of)
     out_short = run(shorts, {"BTCUSDT": klines}, as_of=as_of)
-    for a, b in zip(out_long["realized_pnl_bps"].tolist(), out_short["realized_pnl_bps"].tolist(), strict=True):
+    for a, b in zip(
+        out_long["realized_pnl_bps"].tolist(), out_short["realized_pnl_bps"].tolist(), strict=True
+    ):
         if math.isnan(a):
             assert math.isnan(b)
         else:
@@ -691,7 +771,9 @@ def two_instrument_scenarios(draw):
     sigs = []
     for _ in range(draw(st.integers(1, 6))):
         ts = day0 + timedelta(minutes=draw(st.integers(0, 2 * 1440)), milliseconds=draw(SUBMINUTE_MS))
-        sigs.append(Sig(ts, draw(st.sampled_from(["BTCUSDT", "ETHUSDT"])), draw(st.sampled_from(["LONG", "SHORT"]))))
+        sigs.append(
+            Sig(ts, draw(st.sampled_from(["BTCUSDT", "ETHUSDT"])), draw(st.sampled_from(["LONG", "SHORT"])))
+        )
     as_of = day0 + timedelta(minutes=draw(st.integers(0, 3 * 1440)))
     return sigs, as_of, draw(st.integers(0, 2**32 - 1))
 
@@ -734,7 +816,9 @@ def test_signal_without_timestamp_is_never_priced(btc24):
     assert out["realized_pnl_bps"][3:].isna().all()
 
 
-@pytest.mark.parametrize(("column", "value"), [("direction", "long"), ("direction", "FLAT"), ("instrument", None)])
+@pytest.mark.parametrize(
+    ("column", "value"), [("direction", "long"), ("direction", "FLAT"), ("instrument", None)]
+)
 def test_inputs_the_kernel_cannot_price_correctly_are_refused(btc24, column, value):
     signals = signals_frame([Sig(utc(2024, 3, 5, 14, 0), "BTCUSDT", "LONG")] * 2)
     signals[column] = signals[column].astype(object)
@@ -745,6 +829,11 @@ def test_inputs_the_kernel_cannot_price_correctly_are_refused(btc24, column, val
 
 def test_an_unpriceable_reason_equal_to_a_built_in_one_does_not_crash(btc24):
     signals = signals_frame([Sig(utc(2024, 3, 5, 14, 0), "FOOUSDT", "LONG")])
-    out = reconcile(signals, md.bars_frame("BTCUSDT", btc24), HORIZONS, as_of=pd.Timestamp(AS_OF_LATE),
-                    unpriceable={"FOOUSDT": "exit price not known yet"})
+    out = reconcile(
+        signals,
+        md.bars_frame("BTCUSDT", btc24),
+        HORIZONS,
+        as_of=pd.Timestamp(AS_OF_LATE),
+        unpriceable={"FOOUSDT": "exit price not known yet"},
+    )
     assert (out["status"] == "unpriced").all() and (out["reason"] == "exit price not known yet").all()

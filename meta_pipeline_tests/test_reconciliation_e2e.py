@@ -56,25 +56,45 @@ def _write_root(root: Path) -> None:
     (root / "telemetry").mkdir()
     with (root / "alpha" / "events.jsonl").open("w") as handle:
         for ts, run_id, symbol, direction in SIGNALS:
-            handle.write(json.dumps({"ts": ts, "agent": "alpha", "run_id": run_id, "symbol": symbol,
-                                     "direction": direction, "regime": "trend", "confidence": 0.6,
-                                     "score_final": 1.5, "model": "m1"}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "ts": ts,
+                        "agent": "alpha",
+                        "run_id": run_id,
+                        "symbol": symbol,
+                        "direction": direction,
+                        "regime": "trend",
+                        "confidence": 0.6,
+                        "score_final": 1.5,
+                        "model": "m1",
+                    }
+                )
+                + "\n"
+            )
     (root / "telemetry" / "events.jsonl").write_text("")
 
 
 def _resources(root: Path, fx) -> dict:
     return {
         "data_root": DataRoot(root=str(root)),
-        "price_sources": PriceSources(sources=["binance", "coinbase"], binance_base_url=fx.binance_url,
-                                      coinbase_base_url=fx.coinbase_url, bars_dir=str(root / "bars"),
-                                      backoff_seconds=0.001, read_timeout_seconds=5),
+        "price_sources": PriceSources(
+            sources=["binance", "coinbase"],
+            binance_base_url=fx.binance_url,
+            coinbase_base_url=fx.coinbase_url,
+            bars_dir=str(root / "bars"),
+            backoff_seconds=0.001,
+            read_timeout_seconds=5,
+        ),
         "reconciliation_policy": ReconciliationPolicy(round_trip_cost_bps=7.5),
     }
 
 
 def _run_range(root: Path, fx, instance, start: str, end: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ASSETS, instance=instance, resources=_resources(root, fx),
+        ASSETS,
+        instance=instance,
+        resources=_resources(root, fx),
         tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
     )
 
@@ -98,10 +118,19 @@ def test_three_day_range_in_one_run_matches_independent_prices(tmp_path, fake_ex
     result = _run_range(tmp_path, fake_exchange, instance, "2024-03-01", "2024-03-03")
     assert result.success
     # one run, three partitions of each asset
-    materialized = [(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()]
-    assert sorted(p for a, p in materialized if a == "reconciled_trades") == ["2024-03-01", "2024-03-02", "2024-03-03"]
-    metadata = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                    if e.asset_key.to_user_string() == "reconciled_trades")
+    materialized = [
+        (e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()
+    ]
+    assert sorted(p for a, p in materialized if a == "reconciled_trades") == [
+        "2024-03-01",
+        "2024-03-02",
+        "2024-03-03",
+    ]
+    metadata = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "reconciled_trades"
+    )
     # a range run's totals are not passed off as each day's row count
     assert metadata["rows_in_run"].value == 18 and "dagster/row_count" not in metadata
     assert (metadata["matured"].value, metadata["pending"].value, metadata["unpriced"].value) == (12, 3, 3)
@@ -125,11 +154,18 @@ def test_three_day_range_in_one_run_matches_independent_prices(tmp_path, fake_ex
     for key, (entry, exit_, gross) in expected.items():
         row = got[key]
         assert row["entry_price"] == entry[1] and row["exit_price"] == exit_[1], key
-        assert row["entry_time"] == datetime.fromtimestamp(entry[0] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert row["entry_time"] == datetime.fromtimestamp(entry[0] / 1000, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
         assert row["realized_pnl_bps"] == pytest.approx(gross, rel=1e-12, abs=1e-9)
         assert row["net_pnl_bps"] == pytest.approx(gross - 7.5, rel=1e-12, abs=1e-9)
         assert row["status"] == "matured" and row["instrument"] == "BTCUSDT"
-        assert (row["agent"], row["regime"], row["confidence"], row["score_final"]) == ("alpha", "trend", 0.6, 1.5)
+        assert (row["agent"], row["regime"], row["confidence"], row["score_final"]) == (
+            "alpha",
+            "trend",
+            0.6,
+            1.5,
+        )
 
     # the app's fields, sorted by (ts, run_id, horizon), each (signal, horizon) once
     order = [(row["ts"], row["run_id"], row["horizon_hours"]) for row in exported]

@@ -33,9 +33,18 @@ def test_defaults_with_an_empty_environment(tmp_path, monkeypatch):
 
 def test_blank_values_count_as_unset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    blank = {name: "  " for name in (
-        "META_PIPELINE_ROOT", "META_PIPELINE_START_DATE", "META_PIPELINE_PRICE_SOURCES", "BINANCE_BASE_URL",
-        "COINBASE_BASE_URL", "META_PIPELINE_BARS_DIR", "META_PIPELINE_HORIZONS")}
+    blank = {
+        name: "  "
+        for name in (
+            "META_PIPELINE_ROOT",
+            "META_PIPELINE_START_DATE",
+            "META_PIPELINE_PRICE_SOURCES",
+            "BINANCE_BASE_URL",
+            "COINBASE_BASE_URL",
+            "META_PIPELINE_BARS_DIR",
+            "META_PIPELINE_HORIZONS",
+        )
+    }
     assert Settings.from_env(blank) == Settings.from_env({})
 
 
@@ -50,15 +59,17 @@ def test_explicit_mapping_ignores_the_process_environment(tmp_path, monkeypatch)
 def test_good_values_are_parsed(tmp_path):
     bars = tmp_path / "klines"
     bars.mkdir()
-    settings = Settings.from_env({
-        "META_PIPELINE_ROOT": str(tmp_path),
-        "META_PIPELINE_START_DATE": " 2023-06-15 ",
-        "META_PIPELINE_PRICE_SOURCES": " Files , BINANCE,coinbase ",
-        "BINANCE_BASE_URL": "http://127.0.0.1:8080/",
-        "COINBASE_BASE_URL": "https://cb.example.test/api",
-        "META_PIPELINE_BARS_DIR": str(bars),
-        "META_PIPELINE_HORIZONS": "24, 1,4,1, 0.5",
-    })
+    settings = Settings.from_env(
+        {
+            "META_PIPELINE_ROOT": str(tmp_path),
+            "META_PIPELINE_START_DATE": " 2023-06-15 ",
+            "META_PIPELINE_PRICE_SOURCES": " Files , BINANCE,coinbase ",
+            "BINANCE_BASE_URL": "http://127.0.0.1:8080/",
+            "COINBASE_BASE_URL": "https://cb.example.test/api",
+            "META_PIPELINE_BARS_DIR": str(bars),
+            "META_PIPELINE_HORIZONS": "24, 1,4,1, 0.5",
+        }
+    )
     assert settings.root == tmp_path.resolve()
     assert settings.start_date == date(2023, 6, 15)
     assert settings.price_sources == ("files", "binance", "coinbase")  # order is the fallback order
@@ -70,16 +81,20 @@ def test_good_values_are_parsed(tmp_path):
 
 def test_relative_bars_dir_is_relative_to_the_root(tmp_path):
     (tmp_path / "data" / "bars1m").mkdir(parents=True)
-    settings = Settings.from_env({
-        "META_PIPELINE_ROOT": str(tmp_path),
-        "META_PIPELINE_PRICE_SOURCES": "files",
-        "META_PIPELINE_BARS_DIR": "data/bars1m",
-    })
+    settings = Settings.from_env(
+        {
+            "META_PIPELINE_ROOT": str(tmp_path),
+            "META_PIPELINE_PRICE_SOURCES": "files",
+            "META_PIPELINE_BARS_DIR": "data/bars1m",
+        }
+    )
     assert settings.bars_dir == (tmp_path / "data" / "bars1m").resolve()
 
 
 def test_root_that_does_not_exist_yet_is_accepted(tmp_path):
-    assert Settings.from_env({"META_PIPELINE_ROOT": str(tmp_path / "new")}).root == (tmp_path / "new").resolve()
+    assert (
+        Settings.from_env({"META_PIPELINE_ROOT": str(tmp_path / "new")}).root == (tmp_path / "new").resolve()
+    )
 
 
 def test_missing_bars_dir_is_fine_when_files_is_not_a_source(tmp_path):
@@ -133,17 +148,19 @@ def test_root_pointing_to_a_file(tmp_path):
 def test_bars_dir_missing_when_files_is_a_source(tmp_path, bars):
     _root_file(tmp_path)
     with pytest.raises(SettingsError, match="META_PIPELINE_BARS_DIR"):
-        Settings.from_env({
-            "META_PIPELINE_ROOT": str(tmp_path),
-            "META_PIPELINE_PRICE_SOURCES": "binance,files",
-            "META_PIPELINE_BARS_DIR": str(tmp_path / bars),
-        })
+        Settings.from_env(
+            {
+                "META_PIPELINE_ROOT": str(tmp_path),
+                "META_PIPELINE_PRICE_SOURCES": "binance,files",
+                "META_PIPELINE_BARS_DIR": str(tmp_path / bars),
+            }
+        )
 
 
 def test_horizon_upper_bound_is_inclusive(tmp_path):
-    assert Settings.from_env({"META_PIPELINE_ROOT": str(tmp_path), "META_PIPELINE_HORIZONS": "720"}).horizons_hours == (
-        720.0,
-    )
+    assert Settings.from_env(
+        {"META_PIPELINE_ROOT": str(tmp_path), "META_PIPELINE_HORIZONS": "720"}
+    ).horizons_hours == (720.0,)
 
 
 def test_settings_error_is_a_value_error():
@@ -155,7 +172,11 @@ def test_code_location_load_fails_naming_the_variable(tmp_path):
     env.update(META_PIPELINE_START_DATE="2024-13-01", META_PIPELINE_ROOT=str(tmp_path))
     proc = subprocess.run(
         [sys.executable, "-c", "import meta_pipeline.definitions"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0
     assert "SettingsError" in proc.stderr

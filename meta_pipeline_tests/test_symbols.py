@@ -63,7 +63,9 @@ def test_rejections(raw):
         normalize_symbol(raw)
 
 
-@pytest.mark.parametrize(("raw", "instrument"), [("ETHBTC", "ETHBTCUSDT"), ("BTCEUR", "BTCEURUSDT"), ("WBTC", "WBTCUSDT")])
+@pytest.mark.parametrize(
+    ("raw", "instrument"), [("ETHBTC", "ETHBTCUSDT"), ("BTCEUR", "BTCEURUSDT"), ("WBTC", "WBTCUSDT")]
+)
 def test_single_token_without_dollar_quote_is_a_base_asset(raw, instrument):
     """Documented: no list of quote assets is guessed at; ``ETHBTC`` becomes an instrument no
     exchange lists, so its rows are ``unpriced`` with the exchange's reason rather than mispriced."""

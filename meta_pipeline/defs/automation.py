@@ -33,9 +33,13 @@ def clip_range(first: date, last: date, today: date) -> tuple[date, date] | None
     return (first, last) if first <= last else None
 
 
-@dg.schedule(job=main_job, cron_schedule="*/30 * * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Every 30 minutes: today and the days whose horizons still reach today.")
+@dg.schedule(
+    job=main_job,
+    cron_schedule="*/30 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every 30 minutes: today and the days whose horizons still reach today.",
+)
 def refresh_every_30_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     today = context.scheduled_execution_time.astimezone(UTC).date()
     window = clip_range(today - timedelta(days=REACH_DAYS), today, today)
@@ -58,8 +62,12 @@ def new_line_days(data: bytes) -> tuple[set[date], int]:
     return days, len(complete)
 
 
-@dg.sensor(job=main_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl.")
+@dg.sensor(
+    job=main_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl.",
+)
 def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) -> dg.SensorResult:
     offsets = json.loads(context.cursor) if context.cursor else {}
     days: set[date] = set()
@@ -68,8 +76,10 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
             continue
         size, offset = path.stat().st_size, int(offsets.get(name, 0))
         if size < offset:
-            context.log.warning(f"{path} shrank from {offset} to {size} bytes (inputs should only grow); "
-                                "reading it again from the start")
+            context.log.warning(
+                f"{path} shrank from {offset} to {size} bytes (inputs should only grow); "
+                "reading it again from the start"
+            )
             offset = 0
         if size == offset:
             continue
@@ -85,9 +95,12 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
     today = datetime.now(UTC).date()
     window = clip_range(min(days), max(days) + timedelta(days=REACH_DAYS), today)
     if window is None:
-        return dg.SensorResult(skip_reason=f"new lines only for days outside the partitions: {sorted(days)}",
-                               cursor=cursor)
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=cursor, tags=range_tags(*window))], cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=f"new lines only for days outside the partitions: {sorted(days)}", cursor=cursor
+        )
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=cursor, tags=range_tags(*window))], cursor=cursor
+    )
 
 
 schedules = [refresh_every_30_minutes]

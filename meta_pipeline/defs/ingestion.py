@@ -5,7 +5,6 @@ is always rebuilt from the full, current file: re-running is idempotent and a la
 an old day lands in its day on the next run of that day.
 """
 
-
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +19,12 @@ from meta_pipeline.defs.resources import DataRoot, IngestionPolicy
 GROUP = "ingestion"
 
 
-def _ingested_partitions_asset(name: str, description: str, read: Callable[[Path], ingest.IngestResult],
-                               file_of: Callable[[DataRoot], Path]) -> dg.AssetsDefinition:
+def _ingested_partitions_asset(
+    name: str,
+    description: str,
+    read: Callable[[Path], ingest.IngestResult],
+    file_of: Callable[[DataRoot], Path],
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         description=description,
@@ -40,11 +43,15 @@ def _ingested_partitions_asset(name: str, description: str, read: Callable[[Path
             part = by_date.get(key, result.valid.iloc[0:0])
             data_root.warehouse.write_partition(name, key, part.sort_values(["ts", "line_no"]))
             written[key] = len(part)
-        context.log.info(f"{name}: wrote {sum(written.values())} rows to {len(keys)} partition(s) "
-                         f"from {source} ({result.lines_read} lines, {result.rejected} rejected, "
-                         f"{result.duplicates} duplicates)")
+        context.log.info(
+            f"{name}: wrote {sum(written.values())} rows to {len(keys)} partition(s) "
+            f"from {source} ({result.lines_read} lines, {result.rejected} rejected, "
+            f"{result.duplicates} duplicates)"
+        )
         selected = result.valid[result.valid["date"].isin(keys)]
-        outside = len(result.valid) - int(result.valid["date"].isin(daily_partitions.get_partition_keys()).sum())
+        outside = len(result.valid) - int(
+            result.valid["date"].isin(daily_partitions.get_partition_keys()).sum()
+        )
         return dg.MaterializeResult(
             metadata={
                 **row_count(keys, len(selected)),
@@ -82,28 +89,38 @@ telemetry = _ingested_partitions_asset(
 )
 
 
-def _quarantine_asset(name: str, input_name: str, read: Callable[[Path], ingest.IngestResult],
-                      file_of: Callable[[DataRoot], Path]) -> dg.AssetsDefinition:
+def _quarantine_asset(
+    name: str,
+    input_name: str,
+    read: Callable[[Path], ingest.IngestResult],
+    file_of: Callable[[DataRoot], Path],
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         description=f"Every rejected line of the {input_name} input with its line number, raw text and "
         "reason. Rebuilt from the whole file on each run; the input is never modified.",
         group_name=GROUP,
         kinds={"parquet"},
-        check_specs=[dg.AssetCheckSpec(
-            "rejected_share_below_threshold", asset=name,
-            description="Warns when the share of rejected lines exceeds IngestionPolicy.max_rejected_share.",
-        )],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "rejected_share_below_threshold",
+                asset=name,
+                description="Warns when the share of rejected lines exceeds IngestionPolicy.max_rejected_share.",
+            )
+        ],
     )
-    def _asset(context: dg.AssetExecutionContext, data_root: DataRoot,
-               ingestion_policy: IngestionPolicy) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, data_root: DataRoot, ingestion_policy: IngestionPolicy
+    ) -> dg.MaterializeResult:
         source = file_of(data_root)
         result = read(source)
         data_root.warehouse.write_table(name, result.quarantine)
         by_reason = counts_table(pd.Series(result.rejected_by_reason(), dtype="int64"), "reason", "lines")
         if result.rejected:
-            context.log.warning(f"{source}: {result.rejected} of {result.lines_read} lines rejected: "
-                                f"{result.rejected_by_reason()}")
+            context.log.warning(
+                f"{source}: {result.rejected} of {result.lines_read} lines rejected: "
+                f"{result.rejected_by_reason()}"
+            )
         share = float(round(result.rejected_share, 6))
         threshold = ingestion_policy.max_rejected_share
         return dg.MaterializeResult(
@@ -117,13 +134,19 @@ def _quarantine_asset(name: str, input_name: str, read: Callable[[Path], ingest.
                 "rejected": frame_preview(result.quarantine, 50),
                 "source_file": dg.MetadataValue.path(str(source)),
             },
-            check_results=[dg.AssetCheckResult(
-                check_name="rejected_share_below_threshold",
-                passed=share <= threshold,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"rejected_share": share, "threshold": threshold,
-                          "rejected_lines": result.rejected, "by_reason": by_reason},
-            )],
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="rejected_share_below_threshold",
+                    passed=share <= threshold,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "rejected_share": share,
+                        "threshold": threshold,
+                        "rejected_lines": result.rejected,
+                        "by_reason": by_reason,
+                    },
+                )
+            ],
         )
 
     return _asset

@@ -1,6 +1,5 @@
 """Jobs the operators launch from the UI (and the demo runs in-process)."""
 
-
 import dagster as dg
 
 from meta_pipeline.defs.partitions import daily_partitions

@@ -1,6 +1,5 @@
 """Small helpers that turn frames into metadata the Dagster UI renders well."""
 
-
 import dagster as dg
 import pandas as pd
 

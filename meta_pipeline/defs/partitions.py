@@ -1,6 +1,5 @@
 """Daily partitions on the signal's UTC date, and how far a day's horizons reach into later days."""
 
-
 import math
 
 import dagster as dg

@@ -31,14 +31,21 @@ def needed_instruments(warehouse: Warehouse, day: date) -> list[str]:
     group_name="prices",
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[dg.AssetDep("signals", partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=-REACH_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True))],
+    deps=[
+        dg.AssetDep(
+            "signals",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-REACH_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
     kinds={"parquet"},
     pool="exchange_api",
     description=__doc__,
 )
-def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
-               price_sources: PriceSources) -> dg.MaterializeResult:
+def price_bars(
+    context: dg.AssetExecutionContext, data_root: DataRoot, price_sources: PriceSources
+) -> dg.MaterializeResult:
     warehouse = data_root.warehouse
     fetcher = price_sources.fetcher()
     report = []
@@ -52,17 +59,28 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
             entry = sidecar.get(instrument)
             if price_store.is_final(entry, day) and stored is not None:
                 frames.append(stored[stored["instrument"] == instrument])
-                report.append({"day": key, "instrument": instrument, "action": "cached", **_brief(entry),
-                               "requests": 0})
+                report.append(
+                    {"day": key, "instrument": instrument, "action": "cached", **_brief(entry), "requests": 0}
+                )
                 continue
             fetch = fetcher.fetch_day(instrument, day)
             if fetch.error or fetch.unpriceable:
-                context.log.error(f"{instrument} {key}: {fetch.unpriceable or fetch.error} ({'; '.join(fetch.attempts)})")
+                context.log.error(
+                    f"{instrument} {key}: {fetch.unpriceable or fetch.error} ({'; '.join(fetch.attempts)})"
+                )
             if fetch.error and entry and entry.get("source") and stored is not None:
                 # a failed refetch must not throw away the bars an earlier run already has
                 frames.append(stored[stored["instrument"] == instrument])
-                report.append({"day": key, "instrument": instrument, "action": "kept (refetch failed)",
-                               **_brief(entry), "requests": fetch.requests, "problem": fetch.error})
+                report.append(
+                    {
+                        "day": key,
+                        "instrument": instrument,
+                        "action": "kept (refetch failed)",
+                        **_brief(entry),
+                        "requests": fetch.requests,
+                        "problem": fetch.error,
+                    }
+                )
                 continue
             sidecar[instrument] = entry = price_store.sidecar_entry(fetch)
             frames.append(fetch.bars)
@@ -72,26 +90,49 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot,
         warehouse.write_sidecar(ASSET, key, sidecar)
         context.log.info(f"price_bars {key}: {len(bars):,} bars for {len(instruments)} instrument(s)")
 
-    table = pd.DataFrame(report, columns=["day", "instrument", "action", "source", "expected", "present",
-                                          "gaps", "requests", "problem"])
+    table = pd.DataFrame(
+        report,
+        columns=[
+            "day",
+            "instrument",
+            "action",
+            "source",
+            "expected",
+            "present",
+            "gaps",
+            "requests",
+            "problem",
+        ],
+    )
     fetched = table[table["action"] != "cached"]
-    return dg.MaterializeResult(metadata={
-        "symbol_days": int(len(table)),
-        "fetched": int(len(fetched)),
-        "cached": int((table["action"] == "cached").sum()),
-        "requests_made": int(fetched["requests"].sum()),
-        "bars_expected": int(table["expected"].sum()),
-        "bars_present": int(table["present"].sum()),
-        "gaps": int(table["gaps"].sum()),
-        "problems": int(table["problem"].astype(bool).sum()),
-        "by_source": counts_table(table["source"].fillna("none").value_counts(), "source", "symbol-days"),
-        "per_day": dg.MetadataValue.md(
-            table.groupby("day").agg(symbols=("instrument", "count"), expected=("expected", "sum"),
-                                     present=("present", "sum"), gaps=("gaps", "sum"),
-                                     requests=("requests", "sum")).reset_index().to_markdown(index=False)
-            if len(table) else "_no symbol-days_"),
-        "symbol_days_table": frame_preview(table, 60),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "symbol_days": int(len(table)),
+            "fetched": int(len(fetched)),
+            "cached": int((table["action"] == "cached").sum()),
+            "requests_made": int(fetched["requests"].sum()),
+            "bars_expected": int(table["expected"].sum()),
+            "bars_present": int(table["present"].sum()),
+            "gaps": int(table["gaps"].sum()),
+            "problems": int(table["problem"].astype(bool).sum()),
+            "by_source": counts_table(table["source"].fillna("none").value_counts(), "source", "symbol-days"),
+            "per_day": dg.MetadataValue.md(
+                table.groupby("day")
+                .agg(
+                    symbols=("instrument", "count"),
+                    expected=("expected", "sum"),
+                    present=("present", "sum"),
+                    gaps=("gaps", "sum"),
+                    requests=("requests", "sum"),
+                )
+                .reset_index()
+                .to_markdown(index=False)
+                if len(table)
+                else "_no symbol-days_"
+            ),
+            "symbol_days_table": frame_preview(table, 60),
+        }
+    )
 
 
 def _brief(entry: dict) -> dict:

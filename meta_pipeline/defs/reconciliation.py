@@ -19,14 +19,20 @@ from meta_pipeline.reconcile import MATURED, PENDING, UNPRICED, reconcile
 ASSET = "reconciled_trades"
 
 
-def reconcile_day(data_root: DataRoot, day: date, policy: ReconciliationPolicy, as_of: pd.Timestamp,
-                  bar_cache: dict[date, pd.DataFrame | None]) -> pd.DataFrame:
+def reconcile_day(
+    data_root: DataRoot,
+    day: date,
+    policy: ReconciliationPolicy,
+    as_of: pd.Timestamp,
+    bar_cache: dict[date, pd.DataFrame | None],
+) -> pd.DataFrame:
     """Reconcile the stored signals of ``day`` against the stored bars of the days they reach."""
     warehouse = data_root.warehouse
     signals = warehouse.read_partition("signals", day.isoformat())
     if signals is None:
-        raise dg.Failure(f"signals for {day} are not materialized; materialize `signals` first",
-                         allow_retries=False)
+        raise dg.Failure(
+            f"signals for {day} are not materialized; materialize `signals` first", allow_retries=False
+        )
     days = price_store.window(day, REACH_DAYS)
     for cached in [d for d in bar_cache if d < day]:
         del bar_cache[cached]  # a range run walks forward: older days are not needed again
@@ -73,14 +79,19 @@ def explain_blocked(rows: pd.DataFrame, cover: price_store.Coverage, as_of: pd.T
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[
         dg.AssetDep("signals"),
-        dg.AssetDep("price_bars", partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=0, end_offset=REACH_DAYS, allow_nonexistent_upstream_partitions=True)),
+        dg.AssetDep(
+            "price_bars",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=REACH_DAYS, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
     ],
     kinds={"parquet"},
     description=__doc__,
 )
-def reconciled_trades(context: dg.AssetExecutionContext, data_root: DataRoot,
-                      reconciliation_policy: ReconciliationPolicy) -> dg.MaterializeResult:
+def reconciled_trades(
+    context: dg.AssetExecutionContext, data_root: DataRoot, reconciliation_policy: ReconciliationPolicy
+) -> dg.MaterializeResult:
     warehouse = data_root.warehouse
     as_of = pd.Timestamp.now(tz="UTC")
     bar_cache: dict[date, pd.DataFrame | None] = {}
@@ -93,14 +104,20 @@ def reconciled_trades(context: dg.AssetExecutionContext, data_root: DataRoot,
     exported = export_reconciled(warehouse, data_root.reconciled_file)
     context.log.info(f"wrote {exported:,} matured rows to {data_root.reconciled_file}")
     rows = pd.concat(parts, ignore_index=True)
-    return dg.MaterializeResult(metadata={**row_count(context.partition_keys, len(rows)),
-                                          **summary_metadata(rows, exported, str(data_root.reconciled_file))})
+    return dg.MaterializeResult(
+        metadata={
+            **row_count(context.partition_keys, len(rows)),
+            **summary_metadata(rows, exported, str(data_root.reconciled_file)),
+        }
+    )
 
 
 def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dict:
     status = rows["status"].astype(str)
     matured = rows[status == MATURED]
-    per_horizon = matured.groupby("horizon_hours")["realized_pnl_bps"].agg(["count", "mean", "median"]).round(2)
+    per_horizon = (
+        matured.groupby("horizon_hours")["realized_pnl_bps"].agg(["count", "mean", "median"]).round(2)
+    )
     by_status_horizon = pd.crosstab(rows["horizon_hours"], status).reset_index()
     reasons = rows.loc[status != MATURED, "reason"].astype(str).value_counts()
     return {
@@ -110,7 +127,8 @@ def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dic
         "matured_share": float(round((status == MATURED).mean(), 4)) if len(rows) else 0.0,
         "rows_by_status_and_horizon": dg.MetadataValue.md(by_status_horizon.to_markdown(index=False)),
         "pnl_bps_by_horizon": dg.MetadataValue.md(per_horizon.reset_index().to_markdown(index=False))
-        if len(matured) else dg.MetadataValue.md("_no matured rows_"),
+        if len(matured)
+        else dg.MetadataValue.md("_no matured rows_"),
         "not_matured_reasons": counts_table(reasons, "reason", "rows"),
         "preview": frame_preview(rows.drop(columns=["date"]), 15),
         "exported_lines": exported,

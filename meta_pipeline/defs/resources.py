@@ -4,7 +4,6 @@ Defaults come from :mod:`meta_pipeline.settings` (environment variables validate
 deployment configures everything through the environment and tests inject their own values.
 """
 
-
 from pathlib import Path
 
 import dagster as dg

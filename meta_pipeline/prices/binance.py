@@ -61,8 +61,14 @@ def parse_klines(payload: Any) -> tuple[np.ndarray, np.ndarray]:
 class BinanceSource(HttpSource):
     """Binance spot klines (``interval=1m``). See the module docstring for the pagination rules."""
 
-    def __init__(self, base_url: str = DEFAULT_BINANCE_BASE_URL, *, limit: int = BINANCE_MAX_LIMIT,
-                 name: str = "binance", **http_options) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BINANCE_BASE_URL,
+        *,
+        limit: int = BINANCE_MAX_LIMIT,
+        name: str = "binance",
+        **http_options,
+    ) -> None:
         if not 1 <= limit <= BINANCE_MAX_LIMIT:
             raise ValueError(f"limit must be in 1..{BINANCE_MAX_LIMIT}")
         super().__init__(base_url, name=name, **http_options)

@@ -57,8 +57,14 @@ def _iso(ns: int) -> str:
 class CoinbaseSource(HttpSource):
     """Coinbase Exchange public candles for ``BASE-USD``."""
 
-    def __init__(self, base_url: str = DEFAULT_COINBASE_BASE_URL, *, max_candles: int = COINBASE_MAX_CANDLES,
-                 name: str = "coinbase", **http_options) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_COINBASE_BASE_URL,
+        *,
+        max_candles: int = COINBASE_MAX_CANDLES,
+        name: str = "coinbase",
+        **http_options,
+    ) -> None:
         if not 1 <= max_candles <= COINBASE_MAX_CANDLES:
             raise ValueError(f"max_candles must be in 1..{COINBASE_MAX_CANDLES}")
         super().__init__(base_url, name=name, **http_options)
