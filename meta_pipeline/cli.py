@@ -12,10 +12,12 @@ commands set the environment first and import Dagster code after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
-from datetime import timedelta
+import warnings
+from datetime import date, timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,42 +36,56 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
-def _demo_environment(demo_dir: Path) -> dict[str, str]:
+def demo_environment(demo_dir: Path, first_day: date) -> dict[str, str]:
+    """The environment that points the pipeline at the demo data root: its bar files as the only
+    price source, and its own first day as the first partition (so the UI shows only its days)."""
     return {
         "META_PIPELINE_ROOT": str(demo_dir),
         "META_PIPELINE_PRICE_SOURCES": "files",
         "META_PIPELINE_BARS_DIR": str(demo_dir / "bars"),
+        "META_PIPELINE_START_DATE": first_day.isoformat(),
     }
+
+
+def _demo_first_day(demo_dir: Path) -> date | None:
+    """The first day of an existing demo data root: the earliest day of its bar files."""
+    days = sorted(
+        p.name.rsplit("-1m-", 1)[-1].removesuffix(".csv") for p in (demo_dir / "bars").glob("*/*-1m-*.csv")
+    )
+    with contextlib.suppress(IndexError, ValueError):
+        return date.fromisoformat(days[0])
+    return None
 
 
 def demo(args: argparse.Namespace) -> int:
     from meta_pipeline.demo import generate_demo
 
     demo_dir = Path(args.dir).resolve()
-    summary = generate_demo(demo_dir, seed=args.seed)
+    summary = generate_demo(demo_dir, seed=args.seed, start=date.fromisoformat(args.start), days=args.days)
     print(
         f"demo data root: {demo_dir}  ({len(summary.agents)} agents, {len(summary.symbols)} symbols, "
         f"{summary.days[0]} → {summary.days[1]}, {summary.n_signals:,} signals, "
         f"{summary.n_telemetry:,} runs, {summary.n_malformed} malformed lines on purpose)"
     )
-    os.environ.update(_demo_environment(demo_dir))
+    os.environ.update(demo_environment(demo_dir, summary.days[0]))
     home = _prepare_dagster_home()
 
     import dagster as dg
 
+    from meta_pipeline import names, run_liveness
     from meta_pipeline.definitions import defs
-    from meta_pipeline.defs.jobs import MAIN_JOB
     from meta_pipeline.defs.partitions import REACH_DAYS
 
     first, last = summary.days[0], summary.days[1] + timedelta(days=REACH_DAYS)
-    print(f"running {MAIN_JOB} for {first} … {last} as one run (Dagster instance: {home})")
+    print(f"running {names.MAIN_JOB} for {first} … {last} as one run (Dagster instance: {home})")
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        for run_id in run_liveness.reap_dead_runs(instance):
+            print(
+                f"run {run_id} died without ending (its process is gone): marked failed, its pool slot freed"
+            )
+        result = defs.resolve_job_def(names.MAIN_JOB).execute_in_process(
             instance=instance,
-            tags={
-                "dagster/asset_partition_range_start": first.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
+            tags={names.RANGE_START_TAG: first.isoformat(), names.RANGE_END_TAG: last.isoformat()},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
@@ -80,47 +96,49 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _print_results(demo_dir: Path, run_id: str) -> None:
-    import pandas as pd
+    from meta_pipeline import names
+    from meta_pipeline.storage import Warehouse
+    from meta_pipeline.supervisor.stats import pnl_by_agent
 
-    warehouse = demo_dir / "warehouse"
-    reconciled = sorted((warehouse / "reconciled_trades").glob("*.parquet"))
-    if reconciled:
-        rows = pd.concat([pd.read_parquet(p) for p in reconciled], ignore_index=True)
-        status = rows["status"].astype(str)
-        matured = rows[status == "matured"]
-        print("\nreconciled (signal, horizon) rows by status:", status.value_counts().to_dict())
-        if len(matured):
-            per_agent = (
-                matured[matured["horizon_hours"] == 24]
-                .groupby("agent", observed=True)["realized_pnl_bps"]
-                .agg(trades="count", pnl_sum_bps="sum", hit_rate=lambda s: (s > 0).mean())
-            )
-            print(
-                "\n24h realized PnL by agent:\n" + per_agent.round(3).sort_values("pnl_sum_bps").to_string()
-            )
+    warehouse = Warehouse(demo_dir / "warehouse")
+    rows = warehouse.read_partitions(names.RECONCILED_TRADES, warehouse.stored_keys(names.RECONCILED_TRADES))
+    if rows is not None and len(rows):
+        print(
+            "\nreconciled (signal, horizon) rows by status:",
+            rows["status"].astype(str).value_counts().to_dict(),
+        )
+        per_agent = pnl_by_agent(rows)
+        if len(per_agent):
+            print("\n24h realized PnL by agent:\n" + per_agent.round(3).to_string())
+    store = warehouse.directory
     print(f"""
 Where to look (run {run_id}):
   {demo_dir / "alpha" / "reconciled.jsonl"}      what the app reads: matured PnL rows
-  {warehouse}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
-  {warehouse / "signal_quarantine.parquet"}   rejected input lines with line number and reason
+  {store}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
+  {store / "signal_quarantine.parquet"}   rejected input lines with line number and reason
 Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
 
 
 def ui(args: argparse.Namespace) -> int:
     if args.demo:
         demo_dir = Path(args.dir).resolve()
-        if not (demo_dir / "alpha" / "events.jsonl").exists():
+        first_day = _demo_first_day(demo_dir)
+        if first_day is None:
             print(f"no demo data in {demo_dir}: run `meta-pipeline demo` first", file=sys.stderr)
             return 2
-        os.environ.update(_demo_environment(demo_dir))
+        os.environ.update(demo_environment(demo_dir, first_day))
     _prepare_dagster_home()
-    command = ["dagster", "dev", "-m", "meta_pipeline.definitions", "-h", args.host, "-p", str(args.port)]
+    # the workspace names the code location `meta_pipeline`, as `dagster dev` and `dg dev` do
+    workspace = REPO_ROOT / "workspace.yaml"
+    command = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     print(" ".join(command), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     os.execvp(command[0], command)
     return 0  # not reached
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the CLI runs Dagster in-process; its beta/preview notices are for developers, not operators
+    warnings.filterwarnings("ignore", module="dagster")
     parser = argparse.ArgumentParser(
         prog="meta-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -130,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)"
     )
-    demo_parser.add_argument("--seed", type=int, default=7)
+    demo_parser.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
+    demo_parser.add_argument(
+        "--start", default="2025-09-01", help="first day, YYYY-MM-DD (default %(default)s)"
+    )
+    demo_parser.add_argument("--days", type=int, default=30, help="days of signals (default %(default)s)")
     demo_parser.set_defaults(handler=demo)
 
     ui_parser = commands.add_parser("ui", help="open the Dagster UI (dagster dev)")

@@ -1,21 +1,19 @@
-"""The Dagster code location: ``dagster dev`` / ``dg dev`` load ``defs`` from here."""
+"""The Dagster code location: every definition in the ``meta_pipeline/defs/`` folder, plus the
+resources configured from the environment.
 
-import warnings
+``dagster dev``, ``dg dev``, ``dg list defs``, the workspace and the ``meta-pipeline`` CLI all load
+``defs`` from this module, under the one code-location name ``meta_pipeline``. A module added to
+``defs/`` (for instance with ``dg scaffold defs``) is loaded without editing a list.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from meta_pipeline.defs import automation, ingestion, prices, reconciliation
-from meta_pipeline.defs.jobs import jobs
-from meta_pipeline.defs.partitions import SETTINGS
+from meta_pipeline.defs.environment import SETTINGS
 from meta_pipeline.defs.resources import default_resources
 
-# single-run backfills and nonexistent-upstream partition mappings are beta APIs we rely on on purpose
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-defs = dg.Definitions(
-    assets=[*ingestion.assets, *prices.assets, *reconciliation.assets],
-    jobs=jobs,
-    schedules=automation.schedules,
-    sensors=automation.sensors,
-    resources=default_resources(SETTINGS),
+defs = dg.Definitions.merge(
+    dg.components.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent),
+    dg.Definitions(resources=default_resources(SETTINGS)),
 )

@@ -1,14 +1,19 @@
-"""The bar cache: which symbol-days are settled, and what the reconciliation may know about them.
+"""The bar cache: which symbol-days are settled, how a day is refreshed, and what the reconciliation
+may know about the stored bars (docs/rules.md, *Prices*).
 
-``price_bars`` keeps one Parquet file of 1-minute bars per day plus a JSON sidecar with one entry
-per instrument (where the bars came from, how many were expected and present, when they were
-fetched). The sidecar decides whether a symbol-day must be fetched again:
+``price_bars`` keeps one Parquet file of 1-minute bars per day. Its *sidecar* — one entry per
+instrument: where the bars came from, how many were expected and present, how many were dropped as
+invalid or as bars without a trade, when they were fetched — is stored in the same Parquet file's
+key-value metadata, so the bars and the facts about them are written as one unit and can never
+disagree. The sidecar decides whether a symbol-day must be fetched again:
 
 * *complete* (every minute present, fetched after the day ended) → final, never fetched again;
 * the symbol is listed by no source (``unpriceable``) for a day that had ended → final;
 * a past day with an exchange gap → fetched again on later runs until it was last fetched
   :data:`GAP_SETTLE` after the day ended (exchanges do not backfill after that), then final;
-* today, a failed fetch, or a day fetched before it ended → fetched again.
+* today, a failed fetch, or a day fetched before it ended → fetched again;
+* an entry written by an older version of these rules (:data:`CACHE_VERSION`), or whose stored bars
+  do not number what it says → fetched again.
 
 From the same sidecars :func:`coverage` tells the reconciliation, per instrument, up to which
 instant bars are known (so a missing bar after that means "not known yet", not "gap"), and which
@@ -17,23 +22,51 @@ instruments no source lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pandas as pd
 
+from meta_pipeline.prices.model import DayFetch, empty_bars
+
 GAP_SETTLE = pd.Timedelta(hours=24)
-ASSET = "price_bars"
+# Version 2: bars without a trade and invalid bars are no longer prices; days stored before that
+# may hold them and are fetched again.
+CACHE_VERSION = 2
+
+CACHED, FETCHED, KEPT = "cached", "fetched", "kept (refetch failed)"
 
 
 def day_start(day: date) -> pd.Timestamp:
     return pd.Timestamp(day.isoformat(), tz="UTC")
 
 
-def is_final(entry: Mapping | None, day: date) -> bool:
-    """Whether a stored sidecar entry for ``day`` needs no further fetch."""
-    if not entry:
+def days_reached(horizons_hours: Iterable[float], max_gap: pd.Timedelta) -> int:
+    """How many days after a signal's day its exit price can fall in.
+
+    The last signal of day D is just before D+1 00:00; its exit price is the first bar opening at or
+    after ts + h, at most ``max_gap`` later, so it lies before D+1 + h + gap.
+    """
+    reach_hours = max(horizons_hours) + pd.Timedelta(max_gap) / pd.Timedelta(hours=1)
+    return 1 + math.floor(reach_hours / 24.0)
+
+
+def window(day: date, reach_days: int) -> list[date]:
+    """``day`` and the ``reach_days`` days after it."""
+    return [day + timedelta(days=offset) for offset in range(reach_days + 1)]
+
+
+def is_final(entry: Mapping | None, day: date, stored_rows: int | None = None) -> bool:
+    """Whether a stored sidecar entry for ``day`` needs no further fetch.
+
+    ``stored_rows`` is the number of bars actually stored for the instrument; when given, an entry
+    that claims a different number is not trusted (the day is fetched again).
+    """
+    if not entry or entry.get("cache_version", 1) < CACHE_VERSION:
+        return False
+    if stored_rows is not None and stored_rows != entry.get("present_bars", 0):
         return False
     fetched_at = pd.Timestamp(entry["fetched_at"])
     day_end = day_start(day) + pd.Timedelta(days=1)
@@ -46,19 +79,97 @@ def is_final(entry: Mapping | None, day: date) -> bool:
     return bool(entry.get("complete")) or fetched_at >= day_end + GAP_SETTLE
 
 
-def sidecar_entry(fetch) -> dict:
+def sidecar_entry(fetch: DayFetch) -> dict:
     """The JSON-friendly record of a :class:`~meta_pipeline.prices.model.DayFetch`."""
+    summary = fetch.summary()
     return {
+        "cache_version": CACHE_VERSION,
         "source": fetch.source,
         "requests": fetch.requests,
         "expected_bars": fetch.expected_bars,
         "present_bars": fetch.present_bars,
         "gaps": [[a.isoformat(), b.isoformat()] for a, b in fetch.gaps],
         "complete": fetch.complete,
+        "dropped_bars": summary.get("dropped_bars") or {},
         "unpriceable": fetch.unpriceable,
         "error": fetch.error,
         "attempts": list(fetch.attempts),
         "fetched_at": fetch.fetched_at.isoformat(),
+    }
+
+
+@dataclass
+class DayRefresh:
+    """A day of ``price_bars`` after a refresh: the bars to store, their sidecar, and one report row
+    per instrument (``action`` is ``cached``, ``fetched`` or ``kept (refetch failed)``)."""
+
+    bars: pd.DataFrame
+    sidecar: dict[str, dict]
+    report: list[dict] = field(default_factory=list)
+
+
+def refresh_day(
+    day: date,
+    instruments: Iterable[str],
+    stored_bars: pd.DataFrame | None,
+    stored_sidecar: Mapping[str, dict] | None,
+    fetch_day: Callable[[str, date], DayFetch],
+) -> DayRefresh:
+    """Bring one day's bars up to date for ``instruments``: settled symbol-days are taken from the
+    store, the others are fetched with ``fetch_day``.
+
+    A failed refetch keeps the bars an earlier run stored (a fault never throws data away), and
+    instruments stored earlier but not asked for now are carried over unchanged, so a run that sees
+    fewer signals (a missing or truncated input) never shrinks the cache.
+    """
+    stored_sidecar = dict(stored_sidecar or {})
+    stored_bars = stored_bars if stored_bars is not None else empty_bars()
+    by_instrument = dict(tuple(stored_bars.groupby("instrument", sort=False))) if len(stored_bars) else {}
+    sidecar: dict[str, dict] = {}
+    frames: list[pd.DataFrame] = []
+    report: list[dict] = []
+
+    def keep(instrument: str) -> None:
+        sidecar[instrument] = stored_sidecar[instrument]
+        if instrument in by_instrument:
+            frames.append(by_instrument[instrument])
+
+    wanted = sorted(set(instruments))
+    for instrument in wanted:
+        entry = stored_sidecar.get(instrument)
+        stored_rows = len(by_instrument.get(instrument, ()))
+        if is_final(entry, day, stored_rows):
+            keep(instrument)
+            report.append(_report(day, instrument, CACHED, entry, requests=0))
+            continue
+        fetch = fetch_day(instrument, day)
+        consistent = entry is not None and stored_rows == entry.get("present_bars", 0)
+        if fetch.error and entry and entry.get("source") and consistent:
+            keep(instrument)
+            report.append(_report(day, instrument, KEPT, entry, requests=fetch.requests, problem=fetch.error))
+            continue
+        sidecar[instrument] = new_entry = sidecar_entry(fetch)
+        frames.append(fetch.bars)
+        report.append(_report(day, instrument, FETCHED, new_entry, requests=fetch.requests))
+    for instrument in sorted(set(stored_sidecar) - set(wanted)):
+        keep(instrument)
+    frames = [f for f in frames if len(f)]
+    bars = pd.concat(frames, ignore_index=True) if frames else empty_bars()
+    return DayRefresh(bars=bars, sidecar=sidecar, report=report)
+
+
+def _report(day: date, instrument: str, action: str, entry: Mapping, *, requests: int, problem: str = "") -> dict:
+    return {
+        "day": day.isoformat(),
+        "instrument": instrument,
+        "action": action,
+        "source": entry.get("source"),
+        "expected": entry.get("expected_bars", 0),
+        "present": entry.get("present_bars", 0),
+        "gaps": len(entry.get("gaps") or []),
+        "dropped": sum((entry.get("dropped_bars") or {}).values()),
+        "requests": requests,
+        "problem": problem or entry.get("unpriceable") or entry.get("error") or "",
     }
 
 
@@ -82,9 +193,7 @@ class Coverage:
     blocked: dict[str, tuple[pd.Timestamp, str]] = field(default_factory=dict)
 
 
-def coverage(
-    instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]
-) -> Coverage:
+def coverage(instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]) -> Coverage:
     """Fold the sidecars of consecutive ``days`` into per-instrument coverage.
 
     Bars are known contiguously from the first day until the first day that is not fully known;
@@ -113,7 +222,3 @@ def coverage(
                 break  # fetched during the day: known up to the fetch time
         result.known_until[instrument] = known
     return result
-
-
-def window(day: date, reach_days: int) -> list[date]:
-    return [day + timedelta(days=offset) for offset in range(reach_days + 1)]

@@ -14,6 +14,10 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
+
+from meta_pipeline.reconcile import MAX_BAR_GAP
+
 KNOWN_PRICE_SOURCES = ("binance", "coinbase", "files")
 
 DEFAULT_START_DATE = date(2024, 1, 1)
@@ -22,6 +26,8 @@ DEFAULT_COINBASE_BASE_URL = "https://api.exchange.coinbase.com"
 DEFAULT_PRICE_SOURCES = ("binance", "coinbase")
 DEFAULT_HORIZONS_HOURS = (1.0, 4.0, 24.0)
 MAX_HORIZON_HOURS = 24.0 * 30
+DEFAULT_MAX_BAR_GAP_MINUTES = MAX_BAR_GAP / pd.Timedelta(minutes=1)
+MAX_BAR_GAP_LIMIT_MINUTES = 24 * 60.0
 
 
 class SettingsError(ValueError):
@@ -37,6 +43,12 @@ class Settings:
     price_sources: tuple[str, ...]
     bars_dir: Path
     horizons_hours: tuple[float, ...] = DEFAULT_HORIZONS_HOURS
+    max_bar_gap_minutes: float = DEFAULT_MAX_BAR_GAP_MINUTES
+
+    @property
+    def max_bar_gap(self) -> pd.Timedelta:
+        """How long after t a bar may open and still price t (docs/rules.md, *Pricing and PnL*)."""
+        return pd.Timedelta(minutes=self.max_bar_gap_minutes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +96,7 @@ class Settings:
 
         return cls(
             horizons_hours=_horizons(get("META_PIPELINE_HORIZONS")),
+            max_bar_gap_minutes=_max_bar_gap(get("META_PIPELINE_MAX_BAR_GAP_MINUTES")),
             root=root,
             start_date=start_date,
             binance_base_url=_url("BINANCE_BASE_URL", get("BINANCE_BASE_URL"), DEFAULT_BINANCE_BASE_URL),
@@ -117,3 +130,19 @@ def _horizons(value: str | None) -> tuple[float, ...]:
             f"(0, {MAX_HORIZON_HOURS:g}], e.g. 1,4,24"
         )
     return hours
+
+
+def _max_bar_gap(value: str | None) -> float:
+    """Like the horizons, the gap decides how many days of bars a day needs, so it is read at load."""
+    if value is None:
+        return DEFAULT_MAX_BAR_GAP_MINUTES
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 <= minutes <= MAX_BAR_GAP_LIMIT_MINUTES:
+        raise SettingsError(
+            f"META_PIPELINE_MAX_BAR_GAP_MINUTES={value!r} must be a number of minutes in "
+            f"[0, {MAX_BAR_GAP_LIMIT_MINUTES:g}], e.g. {DEFAULT_MAX_BAR_GAP_MINUTES:g}"
+        )
+    return minutes

@@ -9,7 +9,10 @@ Endpoints (one server, two path prefixes; pass the prefixed URLs as base URLs):
   Binance semantics: ``startTime <= open_time <= endTime`` (both inclusive), oldest first, at most
   ``limit`` (default 500, > 1000 → 400 code -1130); only ``startTime`` → the first ``limit`` from it;
   only ``endTime`` or neither → the most recent ``limit``. Rows are full 12-field klines with string
-  prices. Unknown symbol → 400 ``{"code": -1121, "msg": "Invalid symbol."}``.
+  prices; field 8 is the trade count: the bars frame's ``trades`` column where it has one (the real
+  counts of the 12-column dumps), else a stand-in of 1 for a bar with volume and 0 for one without
+  (real Binance always reports the count; the 7-column dumps do not). Unknown symbol → 400
+  ``{"code": -1121, "msg": "Invalid symbol."}``.
 - ``{fx.coinbase_url}/products/BTC-USD/candles?granularity=60&start=ISO&end=ISO``: both ends
   inclusive, newest first, ``[time_s, low, high, open, close, volume]``, more than 300 candles → 400,
   unknown product → 404 ``{"message": "NotFound"}``; minutes passed to :meth:`drop_coinbase_minutes`
@@ -21,6 +24,10 @@ seconds, longer than the client's read timeout, then answers normally to nobody)
 (valid HTTP, JSON cut in half), ``"short_read"`` (Content-Length larger than the body, then the
 connection closes), ``"wrong_shape"`` (200 with a JSON object), ``"empty"`` (200 ``[]``),
 ``"invalid_symbol"`` (Binance -1121 / Coinbase 404). ``skip=n`` lets n matching requests through first.
+
+Altered data: :meth:`FakeExchange.add_bars` serves any bars frame as given, including impossible
+prices (0, negative, 1e300, inf, NaN), off-minute open times, idle-minute bars (volume 0 or
+``trades`` 0) and, with ``keep_duplicates=True``, two rows for one minute in one response.
 
 Every API request is logged (:attr:`FakeExchange.log`, :meth:`count`); ``latency`` adds a sleep to
 every request (for benchmarks).
@@ -61,7 +68,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from meta_pipeline.prices.files import read_kline_csv
+from meta_pipeline.prices.files import read_kline_rows
 from meta_pipeline.prices.model import times_ns
 from meta_pipeline_tests.market_data import MARKET_DATA
 
@@ -89,7 +96,8 @@ _PRODUCT = re.compile(r"^/coinbase/products/([^/]+)/candles$")
 def load_market_data(
     directory: str | Path = MARKET_DATA_DIR, symbols: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """Every daily file ``<dir>/<SYMBOL>/<SYMBOL>-1m-*.csv`` as one bars frame (source ``"files"``)."""
+    """Every daily file ``<dir>/<SYMBOL>/<SYMBOL>-1m-*.csv`` as one bars frame (source ``"files"``) plus a
+    ``trades`` column (the file's trade count, NaN for the 7-column files); later row wins per minute."""
     directory = Path(directory)
     wanted = set(symbols) if symbols is not None else None
     frames = []
@@ -97,7 +105,8 @@ def load_market_data(
         if wanted is not None and sym_dir.name not in wanted:
             continue
         for path in sorted(sym_dir.glob(f"{sym_dir.name}-1m-*.csv")):
-            frames.append(read_kline_csv(path, instrument=sym_dir.name))
+            rows = read_kline_rows(path, instrument=sym_dir.name)
+            frames.append(rows.drop_duplicates(["instrument", "open_time"], keep="last"))
     if not frames:
         raise FileNotFoundError(f"no daily kline files under {directory}")
     return pd.concat(frames, ignore_index=True).sort_values(["instrument", "open_time"], ignore_index=True)
@@ -117,13 +126,22 @@ class _Series:
     coinbase_rows: list[list[Any]]
 
     @classmethod
-    def from_bars(cls, bars: pd.DataFrame) -> _Series:
-        bars = bars.sort_values("open_time").drop_duplicates("open_time", keep="last")
+    def from_bars(cls, bars: pd.DataFrame, keep_duplicates: bool = False) -> _Series:
+        bars = bars.sort_values("open_time", kind="stable")
+        if not keep_duplicates:
+            bars = bars.drop_duplicates("open_time", keep="last")
         ns = times_ns(bars["open_time"])
         open_ms = ns // 1_000_000
         o, h, lo, c, v = (
             bars[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close", "volume")
         )
+        with np.errstate(invalid="ignore"):
+            stand_in = np.where(v > 0, 1.0, 0.0)
+        if "trades" in bars.columns:
+            known = bars["trades"].to_numpy(dtype=np.float64)
+            trades = np.where(np.isnan(known), stand_in, known)
+        else:
+            trades = stand_in
         binance_rows = []
         coinbase_rows = []
         for i in range(len(open_ms)):
@@ -139,7 +157,7 @@ class _Series:
                     _fmt(v[i]),
                     t + MINUTE_MS - 1,
                     f"{quote:.8f}",
-                    0,
+                    int(trades[i]),
                     "0.00000000",
                     "0.00000000",
                     "0",
@@ -246,13 +264,20 @@ class FakeExchange:
 
     # ---------------------------------------------------------------------------------- data control
     @staticmethod
-    def _index(bars: pd.DataFrame) -> dict[str, _Series]:
-        return {str(sym): _Series.from_bars(g) for sym, g in bars.groupby("instrument", sort=True)}
+    def _index(bars: pd.DataFrame, keep_duplicates: bool = False) -> dict[str, _Series]:
+        return {
+            str(sym): _Series.from_bars(g, keep_duplicates)
+            for sym, g in bars.groupby("instrument", sort=True)
+        }
 
-    def add_bars(self, bars: pd.DataFrame) -> None:
-        """Serve these bars (replacing any bars of the same instruments) until :meth:`reset`."""
+    def add_bars(self, bars: pd.DataFrame, *, keep_duplicates: bool = False) -> None:
+        """Serve these bars (replacing any bars of the same instruments) until :meth:`reset`.
+
+        Values are served as given (no check), so tests can send impossible or off-minute bars; an
+        optional ``trades`` column sets Binance's trade count. ``keep_duplicates=True`` serves every row
+        of a minute given twice (both in one response); otherwise the later row wins."""
         with self._lock:
-            self._data.update(self._index(bars))
+            self._data.update(self._index(bars, keep_duplicates))
 
     def remove_instrument(self, instrument: str) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """The demo data root: deterministic, well-formed, and each agent's numbers land where its intended
 decision needs them. Everything here is recomputed independently of ``meta_pipeline.demo`` (pure
-Python: bisect on the bar files, the DESIGN.md price and PnL rules, the seed's thresholds)."""
+Python: bisect on the bar files, the price and PnL rules and the supervisor thresholds of
+docs/rules.md, written out as literals)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meta_pipeline.demo import DemoSummary, generate_demo, main
+from meta_pipeline.demo import AGENTS, DemoSummary, generate_demo
+from meta_pipeline.supervisor.policy import SupervisorPolicy
 
 START = date(2025, 9, 1)
 DAYS = 30
@@ -156,7 +158,7 @@ def _stats(parsed: dict, bars: dict) -> dict:
 
 
 def _decision(s: dict, *, err: float, min_trades: int = 10) -> str:
-    """Seed sections E/G defaults + the DESIGN.md fixes (all runs, no promotion on a lucky trade)."""
+    """docs/rules.md, *Supervisor rules*, default thresholds (``err`` over all runs; ``min_trades``)."""
     pnl, cost, lat = s["pnl"], s["cost"], s["lat"]
     score = (
         40 * (s["trades"] >= 10 and pnl < 0)
@@ -384,17 +386,17 @@ def test_agent_stories(stats):
     beta = stats["beta_meanrev"]
     assert beta["pnl"] >= 1500 and beta["hit"] >= 0.6 and beta["lat"] > 1000
     assert stats["delta_contrarian"]["pnl"] < -1000 and stats["delta_contrarian"]["cost"] < 4
-    # epsilon: its errors all sit in runs without a signal. Counted over trade runs only (seed
-    # defect 6) the error rate is 0 and the seed rules would promote it; over all runs it is killed.
+    # epsilon: its errors all sit in runs without a signal. Counted over the runs that traded, the
+    # error rate is 0 and the rules would promote it; over all runs it is killed.
     eps = stats["epsilon_flaky"]
     assert eps["err_traded"] == 0 and eps["lat_traded"] <= 800 and eps["err"] > 0.25
-    seed_view = eps | {"lat": eps["lat_traded"], "cost": eps["cost_traded"]}
-    assert _decision(seed_view, err=eps["err_traded"]) == "PROMOTE"
+    traded_view = eps | {"lat": eps["lat_traded"], "cost": eps["cost_traded"]}
+    assert _decision(traded_view, err=eps["err_traded"]) == "PROMOTE"
     zeta = stats["zeta_wobbly"]
     assert -150 < zeta["pnl"] < 0 and 0.10 < zeta["err"] < 0.20 and zeta["cost"] < 4
     eta = stats["eta_burner"]
     assert eta["pnl"] < -150 and eta["cost"] > 6 and eta["cost_traded"] > 6 and eta["err"] > 0.12
-    # theta passes the seed's promotion gates on 8 trades: only a minimum trade count holds it
+    # theta passes every other promotion gate on 8 trades: only the minimum trade count holds it
     theta = stats["theta_sparse"]
     assert theta["trades"] == 8 and _decision(theta, err=theta["err"], min_trades=1) == "PROMOTE"
     iota = stats["iota_expensive"]
@@ -405,12 +407,28 @@ def test_agent_stories(stats):
     assert html["pnl"] > 150 and html["hit"] < 0.55 and html["err"] == 0  # gets capital, not promoted
 
 
-def test_cli_writes_the_root(tmp_path, capsys):
-    assert main([str(tmp_path / "cli"), "--seed", "3", "--days", "20", "--start", "2025-10-01"]) == 0
-    out = capsys.readouterr().out
-    assert "alpha_trend" in out and "PROMOTE" in out
-    assert (tmp_path / "cli" / "alpha" / "events.jsonl").exists()
-    assert len(list((tmp_path / "cli" / "bars" / "ETHUSDT").glob("*.csv"))) == 23
+def test_the_policy_defaults_are_the_thresholds_checked_here():
+    """The fleet is built against ``SupervisorPolicy()``; ``_decision`` above spells the same numbers."""
+    p = SupervisorPolicy()
+    assert (p.promote_min_pnl_bps, p.promote_min_hit_rate, p.promote_max_error_rate) == (150.0, 0.55, 0.0)
+    assert (p.promote_max_avg_latency_ms, p.promote_min_trades) == (900.0, 10)
+    assert (p.kill_below_pnl_bps, p.kill_above_error_rate) == (-150.0, 0.20)
+    assert (p.score_losing, p.losing_min_trades, p.score_deep_loss, p.deep_loss_below_pnl_bps) == (
+        40,
+        10,
+        30,
+        -150.0,
+    )
+    assert (p.score_errors, p.errors_above_rate, p.score_cost, p.cost_above_usd) == (20, 0.10, 10, 5.0)
+    assert (p.retire_min_score, p.watch_min_score) == (80, 55)
+
+
+def test_special_agents_are_marked_by_attributes_not_names():
+    gap = [a.name for a in AGENTS if a.unpriced_gap_signals]
+    assert gap == ["gamma_coinflip"]
+    assert [a.name for a in AGENTS if a.latency_spikes_on_losses] == ["zeta_wobbly"]
+    hosts = [a.name for a in AGENTS if a.hosts_malformed_lines]
+    assert hosts == ["gamma_coinflip", "iota_expensive", "kappa_regime", "<b>x</b>"]
 
 
 def test_too_short_a_period_is_refused(tmp_path):

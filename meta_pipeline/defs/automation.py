@@ -3,34 +3,60 @@
 Both start stopped: switch them on in the UI (*Automation*) once the environment points at the real
 data root and exchanges.
 
-* ``refresh_every_30_minutes`` re-runs the main job over the days whose rows can still change
-  (today and the ``REACH_DAYS`` before it): new signals are priced, pending rows mature.
-* ``new_input_lines`` watches the input files. It remembers how far it has read each file (byte
-  offset) and, when lines are appended, reads only the new bytes, finds the UTC days they belong
-  to, and asks for one run over those days plus the days their horizons reach.
+* ``refresh_every_30_minutes`` runs the main job over the days whose rows can still change (today
+  and the ``REACH_DAYS`` before it): new signals are priced, pending rows mature.
+* ``new_input_lines`` watches the input files (``meta_pipeline/input_watch.py``): when lines are
+  appended it asks for one run per cluster of the days they belong to, plus the days their
+  horizons reach.
 """
 
+import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from meta_pipeline import input_watch, names
+from meta_pipeline.defs.environment import SETTINGS
 from meta_pipeline.defs.jobs import main_job
-from meta_pipeline.defs.partitions import REACH_DAYS, SETTINGS
+from meta_pipeline.defs.partitions import REACH_DAYS
 from meta_pipeline.defs.resources import DataRoot
-from meta_pipeline.ingest import Rejected, iter_lines, parse_ts
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+MAX_RUNS_PER_TICK = 4
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:
-    return {RANGE_START: first.isoformat(), RANGE_END: last.isoformat()}
+    return {names.RANGE_START_TAG: first.isoformat(), names.RANGE_END_TAG: last.isoformat()}
 
 
 def clip_range(first: date, last: date, today: date) -> tuple[date, date] | None:
     """Keep a day range inside the partitions that exist (start date … today)."""
     first, last = max(first, SETTINGS.start_date), min(last, today)
     return (first, last) if first <= last else None
+
+
+def day_clusters(days: set[date], reach_days: int) -> list[tuple[date, date]]:
+    """Group days into ranges (each extended by ``reach_days``); a new range starts where two
+    consecutive days are more than ``reach_days`` apart, so one late line for an old day does not
+    make a run over every day in between."""
+    clusters: list[list[date]] = []
+    for day in sorted(days):
+        if clusters and (day - clusters[-1][1]).days <= reach_days:
+            clusters[-1][1] = day
+        else:
+            clusters.append([day, day])
+    return [(first, last + timedelta(days=reach_days)) for first, last in clusters]
+
+
+def plan_runs(days: set[date], today: date) -> tuple[list[tuple[date, date]], list[date]]:
+    """The day ranges to run (inside the partitions, at most ``MAX_RUNS_PER_TICK``, the newest
+    kept) and the days that lie outside every partition (before the start date or in the future)."""
+    inside = {d for d in days if SETTINGS.start_date <= d <= today}
+    outliers = sorted(days - inside)
+    ranges = [r for r in (clip_range(a, b, today) for a, b in day_clusters(inside, REACH_DAYS)) if r]
+    if len(ranges) > MAX_RUNS_PER_TICK:  # merge the oldest so nothing is dropped
+        ranges = [(ranges[0][0], ranges[-MAX_RUNS_PER_TICK][1]), *ranges[-MAX_RUNS_PER_TICK + 1 :]]
+    return ranges, outliers
 
 
 @dg.schedule(
@@ -48,60 +74,59 @@ def refresh_every_30_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     return dg.RunRequest(run_key=None, tags=range_tags(*window))
 
 
-def new_line_days(data: bytes) -> tuple[set[date], int]:
-    """UTC days of the complete lines in ``data`` (an appended chunk), and how many bytes those
-    lines span. A trailing line without its newline is left for the next tick; lines whose ``ts``
-    cannot be read are the ingestion's business (quarantine), not the sensor's."""
-    complete = data[: data.rfind(b"\n") + 1]
-    days = set()
-    for _, raw, _ in iter_lines(complete):
-        try:
-            days.add(parse_ts(json.loads(raw)["ts"]).date())
-        except (ValueError, KeyError, TypeError, Rejected):
-            continue
-    return days, len(complete)
+def _positions(cursor: str | None) -> dict[str, input_watch.Position]:
+    try:
+        raw = json.loads(cursor) if cursor else {}
+        return {name: input_watch.Position(**value) for name, value in raw.items() if isinstance(value, dict)}
+    except (ValueError, TypeError):
+        return {}  # an unreadable cursor is a cleared one: start from the ends of the files
 
 
 @dg.sensor(
     job=main_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl.",
+    description=(
+        "Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl, over "
+        "the days the new lines belong to (plus the days their horizons reach). It follows rotated "
+        "and replaced files. A cleared cursor starts from the ends of the files; to process old "
+        "lines again, run the main job over those days."
+    ),
 )
 def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) -> dg.SensorResult:
-    offsets = json.loads(context.cursor) if context.cursor else {}
+    positions = _positions(context.cursor)
+    cursor: dict[str, dict | None] = {}
     days: set[date] = set()
-    for name, path in (("signals", data_root.signals_file), ("telemetry", data_root.telemetry_file)):
-        if not path.exists():
-            continue
-        size, offset = path.stat().st_size, int(offsets.get(name, 0))
-        if size < offset:
-            context.log.warning(
-                f"{path} shrank from {offset} to {size} bytes (inputs should only grow); "
-                "reading it again from the start"
-            )
-            offset = 0
-        if size == offset:
-            continue
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            chunk = handle.read(size - offset)
-        chunk_days, consumed = new_line_days(chunk)
-        days |= chunk_days
-        offsets[name] = offset + consumed
-    cursor = json.dumps(offsets, sort_keys=True)
-    if not days:
-        return dg.SensorResult(skip_reason="no new lines", cursor=cursor)
+    notes: list[str] = []
+    chunks: list = []
+    for name, path in ((names.SIGNALS, data_root.signals_file), (names.TELEMETRY, data_root.telemetry_file)):
+        try:
+            look = input_watch.look_at(path, positions.get(name))
+        except OSError as exc:  # keep the old position: the lines are read once the file is readable
+            notes.append(f"{path}: cannot read ({exc}); will try again")
+            look = input_watch.Look(positions.get(name))
+        cursor[name] = look.as_cursor()
+        days |= look.days
+        notes += look.notes
+        chunks += look.chunks
+        if look.unreadable_lines:
+            notes.append(f"{path}: {look.unreadable_lines} new line(s) without a readable ts (see the quarantine)")
+    for note in notes:
+        context.log.info(note)
+    new_cursor = json.dumps(cursor, sort_keys=True)
     today = datetime.now(UTC).date()
-    window = clip_range(min(days), max(days) + timedelta(days=REACH_DAYS), today)
-    if window is None:
-        return dg.SensorResult(
-            skip_reason=f"new lines only for days outside the partitions: {sorted(days)}", cursor=cursor
-        )
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=cursor, tags=range_tags(*window))], cursor=cursor
-    )
-
-
-schedules = [refresh_every_30_minutes]
-sensors = [new_input_lines]
+    ranges, outliers = plan_runs(days, today)
+    if outliers:
+        shown = ", ".join(d.isoformat() for d in outliers[:5]) + (" …" if len(outliers) > 5 else "")
+        notes.append(f"{len(outliers)} day(s) outside the partitions ({SETTINGS.start_date} … {today}) ignored: {shown}")
+        context.log.warning(notes[-1])
+    if not ranges:
+        reason = "; ".join(notes) or "no new lines"
+        return dg.SensorResult(skip_reason=reason[:2000], cursor=new_cursor)
+    # the key names the bytes read (file identity and byte range), so the same lines never start two
+    # runs, and a rotated or replaced file (a new identity) always does
+    data_id = hashlib.sha1(json.dumps(sorted(chunks)).encode()).hexdigest()[:16]
+    requests = [
+        dg.RunRequest(run_key=f"{data_id}:{first}:{last}", tags=range_tags(first, last)) for first, last in ranges
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -1,7 +1,8 @@
 """Typed resources: where the data lives and how to reach the exchanges.
 
-Defaults come from :mod:`meta_pipeline.settings` (environment variables validated at load), so a
-deployment configures everything through the environment and tests inject their own values.
+Defaults come from the environment (``meta_pipeline/settings.py``, read once in
+``defs/environment.py``), so a deployment configures everything through the environment and tests
+inject their own values. Run-time knobs (thresholds, timeouts) are editable in the launchpad.
 """
 
 from pathlib import Path
@@ -75,10 +76,10 @@ class PriceSources(dg.ConfigurableResource):
 
 
 class ReconciliationPolicy(dg.ConfigurableResource):
-    """How signals become PnL rows."""
+    """How signals become PnL rows. (The 5-minute bar gap is the load-time setting
+    ``META_PIPELINE_MAX_BAR_GAP_MINUTES``: it decides how many days of bars a day needs.)"""
 
     round_trip_cost_bps: float = 0.0  # net_pnl_bps = realized_pnl_bps − this
-    max_bar_gap_minutes: float = 5.0  # a price needs a bar opening within this long after t
 
 
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

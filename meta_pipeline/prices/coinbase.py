@@ -5,7 +5,11 @@ candles, so the range is cut into windows of 300 minutes (a day is 5 requests). 
 for as ``[first minute, last minute]`` (both ends inclusive on Coinbase's side). The response is newest
 first, each candle ``[time_seconds, low, high, open, close, volume]`` (note the column order), and
 minutes without trades are simply absent: they stay absent here (never invented). Output is sorted
-ascending, de-duplicated and limited to ``[start, end)``.
+ascending and limited to ``[start, end)``.
+
+Each window's response is checked on arrival by :func:`~meta_pipeline.prices.model.validate_bars`:
+impossible candles, candles off the minute, two candles for one minute in one response, and candles
+with volume 0 are dropped and counted (docs/rules.md, *Prices*). Coinbase reports no trade count.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from meta_pipeline.prices.model import (
     empty_bars,
     epoch_to_ns,
     make_bars,
+    merge_counts,
     normalize_bars,
     to_utc,
+    validate_bars,
 )
 
 DEFAULT_COINBASE_BASE_URL = "https://api.exchange.coinbase.com"
@@ -45,7 +51,8 @@ def parse_candles(payload: Any) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(c[0], bool) or not isinstance(c[0], int | float):
             raise TypeError(f"candle {i}: time {c[0]!r} is not a number")
         t, low, high, open_, close, volume = c[:6]
-        times[i] = int(t)
+        # whole seconds as sent; a fractional second is kept (as ms) so that it shows as off-minute
+        times[i] = int(t) if float(t).is_integer() else round(float(t) * 1000)
         values[i] = (float(open_), float(high), float(low), float(close), float(volume))
     return epoch_to_ns(times), values
 
@@ -75,30 +82,40 @@ class CoinbaseSource(HttpSource):
         return f"{base_asset(instrument)}-USD"
 
     def fetch_bars(self, instrument: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Bars with ``start <= open_time < end`` (a validated bars frame); see :meth:`fetch_validated`."""
+        return self.fetch_validated(instrument, start, end)[0]
+
+    def fetch_validated(
+        self, instrument: str, start: pd.Timestamp, end: pd.Timestamp
+    ) -> tuple[pd.DataFrame, dict[str, int]]:
+        """``(bars, {reason: bars dropped})`` for ``start <= open_time < end`` (UTC).
+
+        Raises :class:`SymbolNotListed` (Coinbase's JSON 404), :class:`PriceSourceError` after the
+        retries, or its subclasses :class:`SourceBanned` (418) and :class:`TimeBudgetExhausted`.
+        """
         product = self.product_id(instrument)
         start, end = to_utc(start), to_utc(end)
         first_min = -(-start.value // MINUTE_NS)  # minute indices since the epoch, [first, stop)
         stop_min = -(-end.value // MINUTE_NS)
         url = f"{self.base_url}/products/{product}/candles"
-        times_parts: list[np.ndarray] = []
-        value_parts: list[np.ndarray] = []
+        frames: list[pd.DataFrame] = []
+        counts: list[dict[str, int]] = []
         for a in range(first_min, stop_min, self.max_candles):
             b = min(a + self.max_candles, stop_min)
             params = {"granularity": 60, "start": _iso(a * MINUTE_NS), "end": _iso((b - 1) * MINUTE_NS)}
             times, values = self.http.get_json(
                 url, params, validate=parse_candles, classify_error=self._classify
             )
-            times_parts.append(times)
-            value_parts.append(values)
-        if not times_parts:
-            return empty_bars()
-        times = np.concatenate(times_parts)
-        if len(times) == 0:
-            return empty_bars()
-        values = np.concatenate(value_parts)
-        order = np.argsort(times, kind="stable")  # newest first on the wire → ascending
-        df = make_bars(instrument, times[order], *values[order].T, source=self.name)
-        return normalize_bars(df, start, end)
+            if len(times) == 0:
+                continue
+            order = np.argsort(times, kind="stable")  # newest first on the wire → ascending
+            window = make_bars(instrument, times[order], *values[order].T, source=self.name)
+            good, rejected = validate_bars(window, start, end, duplicates="drop")
+            frames.append(good)
+            counts.append(rejected)
+        frames = [f for f in frames if not f.empty]
+        bars = normalize_bars(pd.concat(frames, ignore_index=True), start, end) if frames else empty_bars()
+        return bars, merge_counts(*counts)
 
     @staticmethod
     def _classify(status: int, body: Any) -> PriceSourceError | None:

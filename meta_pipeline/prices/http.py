@@ -13,6 +13,12 @@ Layers, from the socket up:
 3. Status mapping: 418 → :class:`SourceBanned` (never retried, logged at ERROR, and the client refuses
    every later call); other 4xx → ``classify_error`` (e.g. :class:`SymbolNotListed`) or
    :class:`PriceSourceError`; 429/5xx left after the retries → :class:`PriceSourceError`.
+4. Time budget: :meth:`JsonHttpClient.set_deadline` (called by the fetcher with the run's deadline)
+   makes every wait fit in what is left: no attempt starts after the deadline, each attempt's connect
+   and read timeouts and every backoff or ``Retry-After`` sleep are cut to the remaining seconds, and
+   the call then raises :class:`TimeBudgetExhausted`. One call can overrun the deadline by little
+   more than the time to open a connection, instead of ``(max_retries + 1) × read timeout`` plus
+   every sleep.
 """
 
 from __future__ import annotations
@@ -26,42 +32,82 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 from urllib3.util import Retry
 
-from meta_pipeline.prices.model import PriceSourceError, SourceBanned
+from meta_pipeline.prices.model import PriceSourceError, SourceBanned, TimeBudgetExhausted
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 Timeout = float | tuple[float, float]
+MIN_TIMEOUT = 0.01  # seconds: the shortest connect/read timeout an attempt is given
+
+
+class _BudgetSpent(Exception):
+    """urllib3-level reason for stopping the retries: the run's time budget is spent."""
 
 
 class CountingRetry(Retry):
-    """``Retry`` that calls ``on_retry()`` each time it grants another attempt, and caps any
-    ``Retry-After`` sleep at ``max_retry_after`` seconds (works on every urllib3 2.x)."""
+    """``Retry`` that calls ``on_retry()`` each time it grants another attempt, caps any
+    ``Retry-After`` sleep at ``max_retry_after`` seconds (works on every urllib3 2.x), and, when
+    ``remaining()`` returns seconds (the run's time budget; ``None`` = no budget), grants no attempt
+    once they are spent and cuts every sleep to them."""
 
     def __init__(
         self,
         *args: Any,
         on_retry: Callable[[], None] | None = None,
         max_retry_after: float | None = None,
+        remaining: Callable[[], float | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.on_retry = on_retry
         self.max_retry_after = max_retry_after
+        self.remaining = remaining
 
     def new(self, **kw: Any) -> CountingRetry:
         retry = super().new(**kw)
         retry.on_retry = self.on_retry
         retry.max_retry_after = self.max_retry_after
+        retry.remaining = self.remaining
         return retry
 
-    def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
-        retry = super().increment(*args, **kwargs)  # raises MaxRetryError when exhausted: no new attempt
+    def _left(self) -> float | None:
+        return self.remaining() if self.remaining is not None else None
+
+    def _stop(self, url: str | None = None, pool: Any = None) -> MaxRetryError:
+        return MaxRetryError(pool, url or "", _BudgetSpent("run time budget exhausted"))
+
+    def increment(
+        self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any
+    ) -> CountingRetry:
+        left = self._left()
+        if left is not None and left <= 0:
+            # For a 429/5xx urllib3 then returns the last response (raise_on_status=False); for a
+            # connection error or timeout it raises. JsonHttpClient turns both into TimeBudgetExhausted.
+            raise self._stop(url, kwargs.get("_pool"))
+        retry = super().increment(method, url, *args, **kwargs)  # raises MaxRetryError when exhausted
         if self.on_retry is not None:
             self.on_retry()
         return retry
+
+    def sleep(self, response: Any = None) -> None:
+        """Sleep before the next attempt: the (capped) ``Retry-After``, else the exponential backoff,
+        cut to the remaining budget; raise ``MaxRetryError`` if the budget is then spent."""
+        delay = 0.0
+        if self.respect_retry_after_header and response:
+            delay = self.get_retry_after(response) or 0.0
+        if not delay:
+            delay = self.get_backoff_time()
+        left = self._left()
+        if left is not None:
+            delay = min(delay, max(0.0, left))
+        if delay > 0:
+            time.sleep(delay)
+        if left is not None and (self._left() or 0.0) <= 0:
+            raise self._stop()
 
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
@@ -80,7 +126,8 @@ class JsonHttpClient:
     ``timeout`` is ``(connect, read)`` seconds (or one number for both); ``max_retries`` bounds both
     the urllib3 retries of one call and the payload retries; ``backoff_factor``/``backoff_max`` shape
     the exponential backoff; ``max_retry_after`` caps how long a server's ``Retry-After`` can make us
-    sleep. Thread-safe counter; the session itself is meant for one thread at a time.
+    sleep; :meth:`set_deadline` bounds every call by the run's time budget (module docstring, 4).
+    Thread-safe counter; the session itself is meant for one thread at a time.
     """
 
     def __init__(
@@ -105,6 +152,8 @@ class JsonHttpClient:
         self.max_retry_after = max_retry_after
         self.requests_made = 0
         self.banned: str | None = None
+        self.deadline: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
         self.retry = CountingRetry(
             total=max_retries,
@@ -120,6 +169,7 @@ class JsonHttpClient:
             respect_retry_after_header=True,
             on_retry=self._count,
             max_retry_after=max_retry_after,
+            remaining=self.remaining,
         )
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
@@ -134,8 +184,36 @@ class JsonHttpClient:
     def close(self) -> None:
         self.session.close()
 
+    def set_deadline(self, deadline: float | None, clock: Callable[[], float] | None = None) -> None:
+        """Make no attempt after ``deadline`` (a ``clock()`` reading in seconds; default clock
+        ``time.monotonic``) and cut every timeout and sleep to what is left; ``None`` lifts it."""
+        self.deadline = deadline
+        if clock is not None:
+            self.clock = clock
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (negative once passed), or ``None`` without one."""
+        return None if self.deadline is None else self.deadline - self.clock()
+
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff_factor * (2**attempt))
+
+    def _budget_spent(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def _out_of_budget(self, last: str) -> TimeBudgetExhausted:
+        return TimeBudgetExhausted(f"{self.name}: run time budget exhausted ({last})")
+
+    def _timeout_now(self) -> Timeout:
+        """The configured timeout, each part cut to the remaining budget."""
+        left = self.remaining()
+        if left is None:
+            return self.timeout
+        left = max(MIN_TIMEOUT, left)
+        if isinstance(self.timeout, tuple):
+            return (min(self.timeout[0], left), min(self.timeout[1], left))
+        return min(self.timeout, left)
 
     def get_json(
         self,
@@ -147,8 +225,8 @@ class JsonHttpClient:
     ) -> Any:
         """GET ``url`` and return the parsed JSON (or ``validate(parsed)`` when given).
 
-        ``validate`` raises ``ValueError``/``TypeError``/``KeyError``/``IndexError`` for a payload of
-        the wrong shape (the request is then retried). ``classify_error(status, body_or_None)`` may
+        ``validate`` raises ``ValueError``/``TypeError``/``KeyError``/``IndexError``/``OverflowError``
+        for a payload of the wrong shape (the request is then retried). ``classify_error(status, body_or_None)`` may
         turn a non-retryable 4xx into a specific error such as :class:`SymbolNotListed`.
         """
         if self.banned is not None:
@@ -158,11 +236,19 @@ class JsonHttpClient:
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self._backoff(attempt - 1))
+                pause = self._backoff(attempt - 1)
+                left = self.remaining()
+                time.sleep(pause if left is None else min(pause, max(0.0, left)))
+            if self._budget_spent():
+                raise self._out_of_budget(
+                    f"no request made; last problem: {last_problem}" if last_problem else "no request made"
+                )
             self._count()
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+                resp = self.session.get(url, params=params, timeout=self._timeout_now(), stream=True)
             except requests.RequestException as exc:
+                if self._budget_spent():
+                    raise self._out_of_budget(f"last: {_describe(exc)}") from exc
                 # urllib3 has already retried connection errors and timeouts max_retries times.
                 raise PriceSourceError(
                     f"{self.name}: request failed after retries: {_describe(exc)}"
@@ -195,6 +281,8 @@ class JsonHttpClient:
                     if err is not None:
                         raise err
                 if status in RETRY_STATUSES:
+                    if self._budget_spent():
+                        raise self._out_of_budget(f"last: HTTP {status}: {_snippet(body)}")
                     raise PriceSourceError(
                         f"{self.name}: HTTP {status} after {self.max_retries} retries: {_snippet(body)}"
                     )
@@ -208,7 +296,7 @@ class JsonHttpClient:
                     return parsed
                 try:
                     return validate(parsed)
-                except (ValueError, TypeError, KeyError, IndexError) as exc:
+                except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
                     raise _BadPayload(f"unexpected JSON shape ({exc})") from exc
             except _BadPayload as exc:
                 last_problem = str(exc)
@@ -256,6 +344,10 @@ class HttpSource:
     @property
     def requests_made(self) -> int:
         return self.http.requests_made
+
+    def set_deadline(self, deadline: float | None, clock: Callable[[], float] | None = None) -> None:
+        """See :meth:`JsonHttpClient.set_deadline` (the fetcher passes the run's deadline here)."""
+        self.http.set_deadline(deadline, clock)
 
     @property
     def banned(self) -> str | None:

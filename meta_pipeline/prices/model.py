@@ -14,6 +14,10 @@ source          str                         ``binance`` / ``coinbase`` / ``files
 
 sorted by ``open_time`` with one row per (instrument, open_time). :func:`normalize_bars` is the one
 place that enforces this; every source passes its output through it.
+
+:func:`validate_bars` is the one place that decides which bars an exchange or a file sent are
+*impossible* or *hold no trade*; every source (and the fetcher, for any other source) drops those on
+arrival and counts them by reason, so that their minutes are gaps (docs/rules.md, *Prices*).
 """
 
 from __future__ import annotations
@@ -29,6 +33,37 @@ from meta_pipeline.symbols import SymbolError, base_of
 
 BAR_COLUMNS = ["instrument", "open_time", "open", "high", "low", "close", "volume", "source"]
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
+OHLC_COLUMNS = ["open", "high", "low", "close"]
+TRADES_COLUMN = "trades"  # optional extra column on arrival only (NaN = the source gives no count)
+
+# Highest price (quote currency, USD ≈ USDT ≈ USDC) accepted for one unit of a base asset. No asset
+# trades anywhere near it (BTC's all-time high is ~1.3e5); a larger number is a unit or parsing fault
+# (e.g. 1e300), and a bound well below float64's range keeps PnL arithmetic finite.
+MAX_PRICE = 1e9
+
+# Why validate_bars drops a bar, in the order the checks are applied (a bar counts under the first).
+NOT_FINITE = "not_finite"  # a price is NaN or ±inf
+NON_POSITIVE = "non_positive"  # a price is <= 0
+TOO_LARGE = "too_large"  # a price is > MAX_PRICE
+BAD_VOLUME = "bad_volume"  # volume is NaN, ±inf or negative
+LOW_ABOVE_HIGH = "low_above_high"
+HIGH_BELOW_OPEN_CLOSE = "high_below_open_close"  # high < max(open, close)
+LOW_ABOVE_OPEN_CLOSE = "low_above_open_close"  # low > min(open, close)
+OFF_MINUTE = "off_minute"  # open time not on a whole UTC minute (e.g. 16:00:14.8)
+DUPLICATE_MINUTE = "duplicate_minute"  # two or more bars for one minute in one response
+NO_TRADE = "no_trade"  # volume 0, or a reported trade count of 0: not a price
+INVALID_REASONS = (
+    NOT_FINITE,
+    NON_POSITIVE,
+    TOO_LARGE,
+    BAD_VOLUME,
+    LOW_ABOVE_HIGH,
+    HIGH_BELOW_OPEN_CLOSE,
+    LOW_ABOVE_OPEN_CLOSE,
+    OFF_MINUTE,
+    DUPLICATE_MINUTE,
+)
+REJECT_REASONS = (*INVALID_REASONS, NO_TRADE)
 MINUTE = pd.Timedelta(minutes=1)
 DAY = pd.Timedelta(days=1)
 MINUTE_NS = 60_000_000_000
@@ -48,6 +83,12 @@ class SymbolNotListed(PriceSourceError):
 
 class SourceBanned(PriceSourceError):
     """HTTP 418: the exchange banned this IP. The source must not be called again in this run."""
+
+
+class TimeBudgetExhausted(PriceSourceError):
+    """The run's time budget (:class:`~meta_pipeline.prices.fetcher.PriceFetcher`
+    ``time_budget_seconds``) ran out before or during a request: no further request is made. Not a
+    fault of the source, so it does not count towards the source's circuit breaker."""
 
 
 # ------------------------------------------------------------------------------------------- protocol
@@ -127,8 +168,13 @@ def make_bars(
     volume: np.ndarray,
     *,
     source: str,
+    trades: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Build a bars frame from columns (not yet sorted or de-duplicated: see :func:`normalize_bars`)."""
+    """Build a bars frame from columns (not yet sorted, de-duplicated or validated: see
+    :func:`validate_bars` and :func:`normalize_bars`).
+
+    ``trades`` (the source's trade count per bar, NaN where unknown) adds an extra ``trades`` float64
+    column after :data:`BAR_COLUMNS`, read by :func:`validate_bars` and dropped by it."""
     n = len(open_time_ns)
     df = pd.DataFrame(
         {
@@ -143,7 +189,107 @@ def make_bars(
         }
     )
     df["open_time"] = df["open_time"].astype("datetime64[ns, UTC]")
+    if trades is not None:
+        df[TRADES_COLUMN] = np.asarray(trades, dtype=np.float64)
     return df
+
+
+def validate_bars(
+    df: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    *,
+    duplicates: str = "drop",
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the bars that cannot be used as prices; return ``(bars frame, {reason: bars dropped})``.
+
+    ``df`` has :data:`BAR_COLUMNS` and optionally a ``trades`` column (the source's trade count, NaN
+    where it gives none). Rows outside ``[start, end)`` are dropped first and not counted. Then each row
+    is checked in this order and counted under the first reason that applies (names in
+    :data:`REJECT_REASONS`):
+
+    - ``not_finite``/``non_positive``/``too_large``: open, high, low and close must be finite, > 0 and
+      <= :data:`MAX_PRICE` (1e9 USD);
+    - ``bad_volume``: volume must be finite and >= 0;
+    - ``low_above_high``, ``high_below_open_close`` (high < max(open, close)),
+      ``low_above_open_close`` (low > min(open, close)): a bar whose range does not hold its own open
+      and close is corrupt;
+    - ``off_minute``: a 1-minute bar opens on a whole UTC minute; 16:00:14.8 is not one;
+    - ``duplicate_minute`` (``duplicates="drop"``, for API responses): two or more rows for one
+      (instrument, open_time) are all dropped and all counted, since the response cannot say which is
+      right. With ``duplicates="last"`` (dump files) the LATER row wins silently before any check, as a
+      collector writes a forming candle first and the final one later;
+    - ``no_trade``: volume 0, or a trade count of 0 where the source reports one. Binance returns a bar
+      for an idle minute with open = high = low = close = the last trade; that is not a price at that
+      minute, so the minute is absent, as Coinbase's no-trade minutes already are.
+
+    The returned frame has :data:`BAR_COLUMNS` only and passed :func:`normalize_bars`; the dict holds
+    the non-zero counts in :data:`REJECT_REASONS` order. Raises ``ValueError`` for an unknown
+    ``duplicates`` mode.
+    """
+    if duplicates not in ("drop", "last"):
+        raise ValueError(f"duplicates must be 'drop' or 'last', got {duplicates!r}")
+    if df.empty:
+        return empty_bars(), {}
+    out = df.copy()
+    out["open_time"] = pd.to_datetime(out["open_time"], utc=True).astype("datetime64[ns, UTC]")
+    keep = np.ones(len(out), dtype=bool)
+    if start is not None:
+        keep &= (out["open_time"] >= to_utc(start)).to_numpy()
+    if end is not None:
+        keep &= (out["open_time"] < to_utc(end)).to_numpy()
+    out = out.loc[keep]
+    if duplicates == "last":
+        out = out.drop_duplicates(["instrument", "open_time"], keep="last")
+    if out.empty:
+        return empty_bars(), {}
+
+    with np.errstate(invalid="ignore"):
+        ohlc = out[OHLC_COLUMNS].to_numpy(dtype=np.float64)
+        o, h, lo, c = ohlc.T
+        vol = out["volume"].to_numpy(dtype=np.float64)
+        if TRADES_COLUMN in out.columns:
+            trades = out[TRADES_COLUMN].to_numpy(dtype=np.float64)
+        else:
+            trades = np.full(len(out), np.nan)
+        finite = np.isfinite(ohlc).all(axis=1)
+        t_ns = times_ns(out["open_time"])
+        dup = (
+            out.duplicated(["instrument", "open_time"], keep=False).to_numpy()
+            if duplicates == "drop"
+            else np.zeros(len(out), dtype=bool)
+        )
+        conditions = [
+            ~finite,
+            (ohlc <= 0).any(axis=1),
+            (ohlc > MAX_PRICE).any(axis=1),
+            ~np.isfinite(vol) | (vol < 0),
+            lo > h,
+            h < np.maximum(o, c),
+            lo > np.minimum(o, c),
+            t_ns % MINUTE_NS != 0,
+            dup,
+            (vol == 0) | (trades == 0),
+        ]
+    reason = np.select(conditions, list(range(len(REJECT_REASONS))), default=-1)
+    counts = np.bincount(reason[reason >= 0], minlength=len(REJECT_REASONS))
+    rejected = {name: int(n) for name, n in zip(REJECT_REASONS, counts, strict=True) if n}
+    return normalize_bars(out.loc[reason < 0]), rejected
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``{"off_minute": 3, "no_trade": 2}`` → ``"off_minute 3, no_trade 2"`` (``""`` when empty)."""
+    return ", ".join(f"{k} {n}" for k, n in counts.items() if n)
+
+
+def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """Sum ``{reason: n}`` dicts, keeping :data:`REJECT_REASONS` order (unknown reasons last)."""
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, n in c.items():
+            total[k] = total.get(k, 0) + int(n)
+    order = {r: i for i, r in enumerate(REJECT_REASONS)}
+    return {k: total[k] for k in sorted(total, key=lambda k: order.get(k, len(order))) if total[k]}
 
 
 def normalize_bars(
@@ -187,6 +333,11 @@ class DayFetch:
     minute of ``fetched_at`` (that forming bar's *open* is final, its close is not).
     ``gaps`` are half-open ``[start, end)`` open-time ranges: a single missing minute at 12:00 is
     ``(12:00, 12:01)``.
+
+    ``rejected_bars`` counts, by reason (:data:`INVALID_REASONS`), the impossible bars the supplying
+    source sent for the day and :func:`validate_bars` dropped; ``no_trade_bars`` counts the bars it
+    dropped because they hold no trade. Both kinds of minute are gaps, so a day made of them is not
+    ``complete``. Other sources' rejects are named in ``attempts``.
     """
 
     instrument: str
@@ -198,6 +349,8 @@ class DayFetch:
     unpriceable: str | None = None
     error: str | None = None
     fetched_at: pd.Timestamp = field(default_factory=_now_utc)
+    rejected_bars: dict[str, int] = field(default_factory=dict)
+    no_trade_bars: int = 0
 
     def __post_init__(self) -> None:
         self.fetched_at = to_utc(self.fetched_at)
@@ -278,6 +431,9 @@ class DayFetch:
             "error": self.error,
             "attempts": "; ".join(self.attempts),
             "fetched_at": self.fetched_at.isoformat(),
+            "rejected_bars": sum(self.rejected_bars.values()),
+            "rejected_by_reason": describe_counts(self.rejected_bars),
+            "no_trade_bars": self.no_trade_bars,
         }
 
     def _present_ns(self) -> np.ndarray:

@@ -1,0 +1,28 @@
+"""One name per fact: the asset keys, groups, job and run tags used across the project.
+
+The warehouse stores each asset under its key (``warehouse/<asset>/…``), so the storage code and the
+Dagster wiring import these names rather than repeating the strings.
+"""
+
+# assets (also their warehouse folder names)
+SIGNALS = "signals"
+TELEMETRY = "telemetry"
+SIGNAL_QUARANTINE = "signal_quarantine"
+TELEMETRY_QUARANTINE = "telemetry_quarantine"
+PRICE_BARS = "price_bars"
+RECONCILED_TRADES = "reconciled_trades"
+
+# asset groups: jobs and schedules select by group, so new groups never join them by accident
+INGESTION_GROUP = "ingestion"
+PRICES_GROUP = "prices"
+RECONCILIATION_GROUP = "reconciliation"
+PIPELINE_GROUPS = (INGESTION_GROUP, PRICES_GROUP, RECONCILIATION_GROUP)
+
+MAIN_JOB = "meta_pipeline_job"
+
+# Dagster's run tags for a run over a range of partitions (one run per range)
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+# the pool that limits how many steps talk to the exchanges at once (dagster.yaml sets its limit)
+EXCHANGE_POOL = "exchange_api"

@@ -1,0 +1,1 @@
+"""Supervisor rules and statistics, without Dagster."""
