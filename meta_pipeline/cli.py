@@ -1,12 +1,12 @@
-"""``meta-pipeline``: the demo and a UI launcher.
+"""meta-pipeline: the demo and a UI launcher.
 
-``meta-pipeline demo``  writes the deterministic demo data root (10+ agents, 30 days, synthetic
-                        1-minute bars) and runs the main job over it end to end, offline.
-``meta-pipeline ui``    opens the Dagster UI (``dagster dev``) on the same instance; with ``--demo``
-                        on the demo data root.
+  meta-pipeline demo   writes the deterministic demo data root (11 agents, 30 days, synthetic
+                       1-minute bars) and runs the main job over it end to end, offline.
+  meta-pipeline ui     opens the Dagster UI (dagster dev) on the same instance; with --demo, on the
+                       demo data root.
 
-Settings are read from the environment when ``meta_pipeline.definitions`` is imported, so both
-commands set the environment first and import Dagster code after.
+Both keep the Dagster instance in $DAGSTER_HOME (default ./.dagster_home, with the project's
+dagster.yaml copied into it). Settings come from the environment (see README, Configuration).
 """
 
 from __future__ import annotations

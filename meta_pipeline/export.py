@@ -12,16 +12,15 @@ net_pnl_bps, status``. Times are UTC ISO-8601 with ``Z``; ``horizon_hours`` is a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from meta_pipeline import names
 from meta_pipeline.reconcile import MATURED
-from meta_pipeline.storage import Warehouse, atomic_write_text
+from meta_pipeline.storage import Warehouse, atomic_write_text, dumps_strict
 
-ASSET = "reconciled_trades"
 EXPORT_FIELDS = [
     "ts",
     "agent",
@@ -45,8 +44,8 @@ EXPORT_FIELDS = [
 
 def matured_rows(warehouse: Warehouse) -> pd.DataFrame:
     frames = []
-    for key in warehouse.stored_keys(ASSET):
-        part = warehouse.read_partition(ASSET, key)
+    for key in warehouse.stored_keys(names.RECONCILED_TRADES):
+        part = warehouse.read_partition(names.RECONCILED_TRADES, key)
         if part is not None and len(part):
             frames.append(part[part["status"].astype(str) == MATURED][EXPORT_FIELDS])
     if not frames:
@@ -63,6 +62,10 @@ def iso_utc(values: pd.Series) -> list[str | None]:
 
 
 def to_jsonl(rows: pd.DataFrame) -> str:
+    """One JSON object per row, ``EXPORT_FIELDS`` in order. Raises ``ValueError`` rather than write
+    a non-finite number (``Infinity`` is not JSON)."""
+    if rows.empty:
+        return ""
     columns = {name: rows[name].tolist() for name in EXPORT_FIELDS}
     for name in ("ts", "entry_time", "exit_time"):
         columns[name] = iso_utc(rows[name])
@@ -73,7 +76,7 @@ def to_jsonl(rows: pd.DataFrame) -> str:
     lines = []
     for values in zip(*(columns[name] for name in EXPORT_FIELDS), strict=True):
         record = {name: _json_value(value) for name, value in zip(EXPORT_FIELDS, values, strict=True)}
-        lines.append(json.dumps(record, ensure_ascii=False))
+        lines.append(dumps_strict(record, ensure_ascii=False))
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -1,7 +1,7 @@
 """The reconciliation kernel: signals × horizons × 1-minute bars → realized PnL rows.
 
-Pure and vectorised (one ``numpy.searchsorted`` per instrument); no Dagster, no I/O. The rules are
-DESIGN.md's "Pricing and PnL rules":
+Pure and vectorised (one ``numpy.searchsorted`` per instrument); no Dagster, no I/O. The rules
+(docs/rules.md, *Pricing and PnL*):
 
 * price at t = the **open** of the first 1-minute bar whose open time is ≥ t; if that bar opens
   more than ``max_gap`` after t, the price at t is missing (exchange gap). Never a bar that opened
@@ -159,16 +159,29 @@ def reconcile(
     entry_p = np.repeat(entry_price, k)
     matured = status_code == 0
     exit_p = np.where(matured, exit_price.ravel(), np.nan)
-    ratio = exit_p / entry_p
-    is_long = np.repeat(signals["direction"].eq("LONG").to_numpy(dtype=bool) if n else np.empty(0, bool), k)
-    gross = np.where(is_long, ratio - 1.0, 1.0 - ratio) * 1e4
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = exit_p / entry_p
+        is_long = np.repeat(
+            signals["direction"].eq("LONG").to_numpy(dtype=bool) if n else np.empty(0, bool), k
+        )
+        gross = np.where(is_long, ratio - 1.0, 1.0 - ratio) * 1e4
+    # bars are validated on arrival; a price that still is not a positive finite number, or a PnL
+    # that overflows, is never reported as matured (and never reaches a JSON file as Infinity)
+    broken = matured & ~(np.isfinite(gross) & (entry_p > 0) & (exit_p > 0))
+    if broken.any():
+        reasons.append("price is not a positive finite number")
+        status_code[broken], reason_code[broken] = 2, len(reasons) - 1
+        matured = status_code == 0
+        exit_p, gross = np.where(matured, exit_p, np.nan), np.where(matured, gross, np.nan)
 
     # repeating low-cardinality text as categoricals is ~5x cheaper than copying strings
     passthrough = signals[[c for c in _PASSTHROUGH if c in signals.columns]]
     passthrough = passthrough.astype({c: "category" for c in passthrough.columns if c in _CATEGORICAL})
     out = passthrough.take(np.repeat(np.arange(n), k)).reset_index(drop=True)
     out["ts"] = _to_timestamps(np.repeat(ts_ns, k))  # UTC, ns, whatever zone the input was in
-    out["horizon_hours"] = np.tile(horizons, n)
+    # whole hours (the configured horizons always are) are stored as integers, as the app writes them
+    whole = bool(np.all(horizons == np.round(horizons)))
+    out["horizon_hours"] = np.tile(horizons.astype("int64") if whole else horizons, n)
     out["entry_time"] = _to_timestamps(np.repeat(entry_time, k))
     out["entry_price"] = entry_p
     out["exit_time"] = _to_timestamps(np.where(matured, exit_time.ravel(), _NAT))

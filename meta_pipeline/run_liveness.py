@@ -245,9 +245,7 @@ def why_dead(run: dg.DagsterRun) -> str | None:
         return None
     step_worker = _recorded(tags, RUN_STEP_PID_TAG, RUN_STEP_PID_START_TAG)
     processes = [p for p in (run_worker, step_worker) if p is not None]
-    described = " and ".join(
-        f"{'step' if p is step_worker else 'run'} process {p.pid}" for p in processes
-    )
+    described = " and ".join(f"{'step' if p is step_worker else 'run'} process {p.pid}" for p in processes)
     recorded_boot = tags.get(RUN_BOOT_TAG) or UNKNOWN_BOOT_ID
     boot = current_boot_id()
     if UNKNOWN_BOOT_ID not in (recorded_boot, boot) and recorded_boot != boot:

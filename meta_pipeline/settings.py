@@ -16,16 +16,13 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from meta_pipeline.prices import DEFAULT_BINANCE_BASE_URL, DEFAULT_COINBASE_BASE_URL, parse_source_names
 from meta_pipeline.reconcile import MAX_BAR_GAP
 
-KNOWN_PRICE_SOURCES = ("binance", "coinbase", "files")
-
 DEFAULT_START_DATE = date(2024, 1, 1)
-DEFAULT_BINANCE_BASE_URL = "https://api.binance.com"
-DEFAULT_COINBASE_BASE_URL = "https://api.exchange.coinbase.com"
 DEFAULT_PRICE_SOURCES = ("binance", "coinbase")
-DEFAULT_HORIZONS_HOURS = (1.0, 4.0, 24.0)
-MAX_HORIZON_HOURS = 24.0 * 30
+DEFAULT_HORIZONS_HOURS = (1, 4, 24)
+MAX_HORIZON_HOURS = 24 * 30
 DEFAULT_MAX_BAR_GAP_MINUTES = MAX_BAR_GAP / pd.Timedelta(minutes=1)
 MAX_BAR_GAP_LIMIT_MINUTES = 24 * 60.0
 
@@ -42,7 +39,7 @@ class Settings:
     coinbase_base_url: str
     price_sources: tuple[str, ...]
     bars_dir: Path
-    horizons_hours: tuple[float, ...] = DEFAULT_HORIZONS_HOURS
+    horizons_hours: tuple[int, ...] = DEFAULT_HORIZONS_HOURS
     max_bar_gap_minutes: float = DEFAULT_MAX_BAR_GAP_MINUTES
 
     @property
@@ -71,18 +68,10 @@ class Settings:
             ) from None
 
         sources_text = get("META_PIPELINE_PRICE_SOURCES")
-        if sources_text:
-            sources = tuple(s.strip().lower() for s in sources_text.split(",") if s.strip())
-            unknown = [s for s in sources if s not in KNOWN_PRICE_SOURCES]
-            if unknown or not sources:
-                raise SettingsError(
-                    f"META_PIPELINE_PRICE_SOURCES={sources_text!r}: unknown source(s) {unknown}; "
-                    f"use a comma-separated list of {', '.join(KNOWN_PRICE_SOURCES)}"
-                )
-            if len(set(sources)) != len(sources):
-                raise SettingsError(f"META_PIPELINE_PRICE_SOURCES={sources_text!r} names a source twice")
-        else:
-            sources = DEFAULT_PRICE_SOURCES
+        try:
+            sources = parse_source_names(sources_text) if sources_text else DEFAULT_PRICE_SOURCES
+        except ValueError as exc:
+            raise SettingsError(f"META_PIPELINE_PRICE_SOURCES={sources_text!r}: {exc}") from None
 
         bars_text = get("META_PIPELINE_BARS_DIR")
         bars_dir = Path(bars_text).expanduser() if bars_text else root / "bars"
@@ -115,21 +104,23 @@ def _url(name: str, value: str | None, default: str) -> str:
     return value.rstrip("/")
 
 
-def _horizons(value: str | None) -> tuple[float, ...]:
+def _horizons(value: str | None) -> tuple[int, ...]:
     """Horizons shape the partition mappings (how many days of bars a day needs), so they are a
-    load-time setting rather than run config."""
+    load-time setting rather than run config. Whole hours only: the app reads ``horizon_hours`` as
+    an integer."""
     if value is None:
         return DEFAULT_HORIZONS_HOURS
     try:
-        hours = tuple(sorted({float(part) for part in value.split(",") if part.strip()}))
+        numbers = {float(part) for part in value.split(",") if part.strip()}
     except ValueError:
-        hours = ()
-    if not hours or any(not 0 < h <= MAX_HORIZON_HOURS for h in hours):
+        numbers = set()
+    valid = numbers and all(n.is_integer() and 0 < n <= MAX_HORIZON_HOURS for n in numbers)
+    if not valid:
         raise SettingsError(
-            f"META_PIPELINE_HORIZONS={value!r} must be a comma-separated list of hours in "
-            f"(0, {MAX_HORIZON_HOURS:g}], e.g. 1,4,24"
+            f"META_PIPELINE_HORIZONS={value!r} must be a comma-separated list of whole hours in "
+            f"[1, {MAX_HORIZON_HOURS}], e.g. 1,4,24"
         )
-    return hours
+    return tuple(sorted(int(n) for n in numbers))
 
 
 def _max_bar_gap(value: str | None) -> float:

@@ -162,9 +162,10 @@ class Warehouse:
         folder = self.directory / asset
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
 
-    def has_state(self) -> bool:
-        """Whether any partition or table has been stored (a fresh root has none)."""
-        return self.directory.is_dir() and any(self.directory.rglob("*.parquet"))
+    def holds_rows(self, asset: str) -> bool:
+        """Whether any stored partition of ``asset`` has at least one row (reads only footers)."""
+        folder = self.directory / asset
+        return folder.is_dir() and any(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
 
     def write_table(self, asset: str, frame: pd.DataFrame) -> Path:
         path = self.table_path(asset)

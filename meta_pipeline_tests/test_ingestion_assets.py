@@ -12,9 +12,16 @@ import pandas as pd
 import pytest
 
 from meta_pipeline.defs import ingestion
-from meta_pipeline.defs.jobs import MAIN_JOB, jobs
+from meta_pipeline.defs.jobs import main_job
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy
+from meta_pipeline.names import INGESTION_GROUP, MAIN_JOB
 
+INGESTION_ASSETS = [
+    ingestion.signals,
+    ingestion.telemetry,
+    ingestion.signal_quarantine,
+    ingestion.telemetry_quarantine,
+]
 INGESTION_KEYS = {
     dg.AssetKey(k) for k in ("signals", "telemetry", "signal_quarantine", "telemetry_quarantine")
 }
@@ -101,7 +108,7 @@ def _materialize(
     root: Path, *, partition_key=None, tags=None, instance=None, **policy
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ingestion.assets,
+        INGESTION_ASSETS,
         partition_key=partition_key,
         tags=tags,
         resources=_resources(root, **policy),
@@ -111,7 +118,7 @@ def _materialize(
 
 def _run_range(root: Path, start: str, end: str, instance: dg.DagsterInstance, **policy):
     """The operators' job, over the ingestion assets, for a partition range in ONE run."""
-    defs = dg.Definitions(assets=ingestion.assets, jobs=jobs, resources=_resources(root, **policy))
+    defs = dg.Definitions(assets=INGESTION_ASSETS, jobs=[main_job], resources=_resources(root, **policy))
     return defs.resolve_job_def(MAIN_JOB).execute_in_process(
         instance=instance, tags={RANGE_START: start, RANGE_END: end}
     )
@@ -153,7 +160,7 @@ def test_definitions_load_and_job_resolves():
         spec_def = defs.resolve_assets_def(asset)
         assert spec_def.partitions_def == job.partitions_def
         assert spec_def.backfill_policy == dg.BackfillPolicy.single_run()
-        assert spec_def.group_names_by_key[dg.AssetKey(asset)] == ingestion.GROUP
+        assert spec_def.group_names_by_key[dg.AssetKey(asset)] == INGESTION_GROUP
 
 
 def test_dagster_definitions_validate(tmp_path):

@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 from meta_pipeline.prices import (
+    DEFAULT_BINANCE_BASE_URL,
+    DEFAULT_COINBASE_BASE_URL,
+    SOURCE_NAMES,
     BinanceSource,
     CoinbaseSource,
     DayFetch,
@@ -16,6 +19,7 @@ from meta_pipeline.prices import (
     PriceSource,
     build_sources,
     empty_bars,
+    parse_source_names,
     read_kline_csv,
 )
 from meta_pipeline.prices.model import make_bars
@@ -266,8 +270,42 @@ def test_build_sources(tmp_path):
         build_sources(["binance", "binance"])
 
 
-def test_build_sources_reads_base_urls_from_env(monkeypatch):
+def test_build_sources_does_not_read_the_environment(monkeypatch):
+    """Configuration is read once, in meta_pipeline.settings; build_sources takes what it is given."""
     monkeypatch.setenv("BINANCE_BASE_URL", "http://127.0.0.1:1/binance")
     monkeypatch.setenv("COINBASE_BASE_URL", "http://127.0.0.1:1/coinbase/")
     b, c = build_sources(["binance", "coinbase"])
-    assert b.base_url == "http://127.0.0.1:1/binance" and c.base_url == "http://127.0.0.1:1/coinbase"
+    assert b.base_url == DEFAULT_BINANCE_BASE_URL == "https://api.binance.com"
+    assert c.base_url == DEFAULT_COINBASE_BASE_URL == "https://api.exchange.coinbase.com"
+    b, c = build_sources("binance,coinbase", binance_base_url=None, coinbase_base_url=None)
+    assert (b.base_url, c.base_url) == (DEFAULT_BINANCE_BASE_URL, DEFAULT_COINBASE_BASE_URL)
+    b, c = build_sources("binance,coinbase", binance_base_url="http://b/", coinbase_base_url="http://c")
+    assert (b.base_url, c.base_url) == ("http://b", "http://c")
+
+
+def test_build_sources_source_has_no_environ_lookup():
+    import inspect
+
+    from meta_pipeline.prices import fetcher as fetcher_module
+
+    text = inspect.getsource(fetcher_module)
+    assert "os.environ" not in text and "getenv" not in text and "import os" not in text
+
+
+def test_parse_source_names():
+    assert parse_source_names(" Binance, COINBASE ,files") == ("binance", "coinbase", "files")
+    assert parse_source_names(["coinbase", " binance "]) == ("coinbase", "binance")
+    assert parse_source_names("binance,") == ("binance",)  # a trailing comma is harmless
+    assert SOURCE_NAMES == ("binance", "coinbase", "files")
+    with pytest.raises(
+        ValueError, match=r"unknown price source name\(s\) \['kraken', 'ftx'\].*binance, coinbase, files"
+    ):
+        parse_source_names("binance,kraken,ftx")
+    with pytest.raises(ValueError, match=r"repeated.*\['binance'\]"):
+        parse_source_names(["binance", "Binance"])
+    with pytest.raises(ValueError, match="no price source named.*binance, coinbase, files"):
+        parse_source_names(" , ")
+    with pytest.raises(ValueError, match="no price source named"):
+        parse_source_names([])
+    with pytest.raises(ValueError, match="must be strings"):
+        parse_source_names(["binance", None])

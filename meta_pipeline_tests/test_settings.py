@@ -6,6 +6,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from meta_pipeline.settings import (
@@ -28,7 +29,8 @@ def test_defaults_with_an_empty_environment(tmp_path, monkeypatch):
     assert settings.coinbase_base_url == DEFAULT_COINBASE_BASE_URL == "https://api.exchange.coinbase.com"
     assert settings.price_sources == DEFAULT_PRICE_SOURCES == ("binance", "coinbase")
     assert settings.bars_dir == tmp_path.resolve() / "bars"
-    assert settings.horizons_hours == DEFAULT_HORIZONS_HOURS == (1.0, 4.0, 24.0)
+    assert settings.horizons_hours == DEFAULT_HORIZONS_HOURS == (1, 4, 24)
+    assert settings.max_bar_gap == pd.Timedelta(minutes=5)
 
 
 def test_blank_values_count_as_unset(tmp_path, monkeypatch):
@@ -43,6 +45,7 @@ def test_blank_values_count_as_unset(tmp_path, monkeypatch):
             "COINBASE_BASE_URL",
             "META_PIPELINE_BARS_DIR",
             "META_PIPELINE_HORIZONS",
+            "META_PIPELINE_MAX_BAR_GAP_MINUTES",
         )
     }
     assert Settings.from_env(blank) == Settings.from_env({})
@@ -67,7 +70,7 @@ def test_good_values_are_parsed(tmp_path):
             "BINANCE_BASE_URL": "http://127.0.0.1:8080/",
             "COINBASE_BASE_URL": "https://cb.example.test/api",
             "META_PIPELINE_BARS_DIR": str(bars),
-            "META_PIPELINE_HORIZONS": "24, 1,4,1, 0.5",
+            "META_PIPELINE_HORIZONS": "24, 1,4,1, 48.0",
         }
     )
     assert settings.root == tmp_path.resolve()
@@ -76,7 +79,7 @@ def test_good_values_are_parsed(tmp_path):
     assert settings.binance_base_url == "http://127.0.0.1:8080"
     assert settings.coinbase_base_url == "https://cb.example.test/api"
     assert settings.bars_dir == bars
-    assert settings.horizons_hours == (0.5, 1.0, 4.0, 24.0)
+    assert settings.horizons_hours == (1, 4, 24, 48)  # whole hours, sorted, as integers
 
 
 def test_relative_bars_dir_is_relative_to_the_root(tmp_path):
@@ -129,6 +132,11 @@ BAD_VALUES = [
     ("META_PIPELINE_HORIZONS", "nan"),
     ("META_PIPELINE_HORIZONS", "inf"),
     ("META_PIPELINE_HORIZONS", "721"),
+    ("META_PIPELINE_HORIZONS", "0.5"),  # the app reads horizon_hours as an integer
+    ("META_PIPELINE_MAX_BAR_GAP_MINUTES", "-1"),
+    ("META_PIPELINE_MAX_BAR_GAP_MINUTES", "five"),
+    ("META_PIPELINE_MAX_BAR_GAP_MINUTES", "nan"),
+    ("META_PIPELINE_PRICE_SOURCES", "binance,kraken"),
 ]
 
 
@@ -160,7 +168,7 @@ def test_bars_dir_missing_when_files_is_a_source(tmp_path, bars):
 def test_horizon_upper_bound_is_inclusive(tmp_path):
     assert Settings.from_env(
         {"META_PIPELINE_ROOT": str(tmp_path), "META_PIPELINE_HORIZONS": "720"}
-    ).horizons_hours == (720.0,)
+    ).horizons_hours == (720,)
 
 
 def test_settings_error_is_a_value_error():

@@ -1,9 +1,10 @@
 """Ingestion assets: the app's JSON Lines inputs → validated daily Parquet partitions + quarantine
 (the validation rules are in ``meta_pipeline/ingest.py``).
 
-A missing input file is a fresh start only on a fresh data root: once the warehouse holds anything,
-a missing file (moved, rotated, a mistyped ``META_PIPELINE_ROOT``) fails the step with its path and
-changes nothing stored — it must never read as "no signals" and empty the stored days.
+A missing input file is a fresh start only while nothing has been ingested from it: once the
+warehouse holds rows read from that file, a missing file (moved, rotated, a mistyped
+``META_PIPELINE_ROOT``) fails the step with its path and changes nothing stored — it must never read
+as "no signals" and empty the stored days.
 """
 
 from collections.abc import Callable
@@ -21,18 +22,21 @@ Reader = Callable[[Path], ingest.IngestResult]
 FRESH_START = "no input file yet and nothing stored: a fresh start, no signals yet"
 
 
-def read_input(data_root: DataRoot, source: Path, read: Reader, columns: list[str]) -> tuple[ingest.IngestResult, str]:
+def read_input(
+    data_root: DataRoot, source: Path, read: Reader, columns: list[str], ingested_as: str
+) -> tuple[ingest.IngestResult, str]:
     """Read an input file, or explain why there is nothing to read.
 
     Returns the result and a note for the UI. Raises ``dg.Failure`` (not retried) when the file is
-    missing but the warehouse already holds data.
+    missing but the warehouse already holds rows ingested from it (asset ``ingested_as``).
     """
     try:
         return read(source), ""
     except FileNotFoundError:
-        if data_root.warehouse.has_state():
+        if data_root.warehouse.holds_rows(ingested_as):
             raise dg.Failure(
-                f"input file {source} is missing, but {data_root.warehouse.directory} holds stored data: "
+                f"input file {source} is missing, but {data_root.warehouse.directory / ingested_as} holds rows "
+                "read from it: "
                 "nothing was changed. Restore the file (or fix META_PIPELINE_ROOT) and run again; "
                 "an empty file means 'no lines yet'.",
                 allow_retries=False,
@@ -56,7 +60,7 @@ def _ingested_partitions_asset(name: str, description: str, read: Reader, column
     )
     def _asset(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
         source = file_of(data_root)
-        result, note = read_input(data_root, source, read, columns)
+        result, note = read_input(data_root, source, read, columns, name)
         valid = result.valid
         keys = context.partition_keys
         by_date = dict(tuple(valid.groupby("date", sort=True))) if len(valid) else {}
@@ -113,7 +117,7 @@ telemetry = _ingested_partitions_asset(
 )
 
 
-def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[str],
+def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[str], ingested_as: str,
                       file_of: Callable[[DataRoot], Path]) -> dg.AssetsDefinition:  # fmt: skip
     @dg.asset(
         name=name,
@@ -133,7 +137,7 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
     )
     def _asset(context: dg.AssetExecutionContext, data_root: DataRoot, ingestion_policy: IngestionPolicy) -> dg.MaterializeResult:  # fmt: skip
         source = file_of(data_root)
-        result, note = read_input(data_root, source, read, columns)
+        result, note = read_input(data_root, source, read, columns, ingested_as)
         data_root.warehouse.write_table(name, result.quarantine)
         by_reason = counts_table(pd.Series(result.rejected_by_reason(), dtype="int64"), "reason", "lines")
         if result.rejected:
@@ -173,12 +177,18 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
 
 
 signal_quarantine = _quarantine_asset(
-    names.SIGNAL_QUARANTINE, "alpha/events.jsonl", ingest.read_signals, ingest.SIGNAL_COLUMNS, lambda r: r.signals_file
+    names.SIGNAL_QUARANTINE,
+    "alpha/events.jsonl",
+    ingest.read_signals,
+    ingest.SIGNAL_COLUMNS,
+    names.SIGNALS,
+    lambda r: r.signals_file,
 )
 telemetry_quarantine = _quarantine_asset(
     names.TELEMETRY_QUARANTINE,
     "telemetry/events.jsonl",
     ingest.read_telemetry,
     ingest.TELEMETRY_COLUMNS,
+    names.TELEMETRY,
     lambda r: r.telemetry_file,
 )

@@ -52,7 +52,8 @@ class CountingRetry(Retry):
     """``Retry`` that calls ``on_retry()`` each time it grants another attempt, caps any
     ``Retry-After`` sleep at ``max_retry_after`` seconds (works on every urllib3 2.x), and, when
     ``remaining()`` returns seconds (the run's time budget; ``None`` = no budget), grants no attempt
-    once they are spent and cuts every sleep to them."""
+    once they are spent and cuts every sleep to them. A retry granted and then called off because the
+    budget ran out during its sleep calls ``on_cancel()``, so that attempt counts stay exact."""
 
     def __init__(
         self,
@@ -60,18 +61,21 @@ class CountingRetry(Retry):
         on_retry: Callable[[], None] | None = None,
         max_retry_after: float | None = None,
         remaining: Callable[[], float | None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.on_retry = on_retry
         self.max_retry_after = max_retry_after
         self.remaining = remaining
+        self.on_cancel = on_cancel
 
     def new(self, **kw: Any) -> CountingRetry:
         retry = super().new(**kw)
         retry.on_retry = self.on_retry
         retry.max_retry_after = self.max_retry_after
         retry.remaining = self.remaining
+        retry.on_cancel = self.on_cancel
         return retry
 
     def _left(self) -> float | None:
@@ -107,6 +111,8 @@ class CountingRetry(Retry):
         if delay > 0:
             time.sleep(delay)
         if left is not None and (self._left() or 0.0) <= 0:
+            if self.on_cancel is not None:
+                self.on_cancel()  # the attempt granted by increment() will not be made
             raise self._stop()
 
     def get_retry_after(self, response: Any) -> float | None:
@@ -170,6 +176,7 @@ class JsonHttpClient:
             on_retry=self._count,
             max_retry_after=max_retry_after,
             remaining=self.remaining,
+            on_cancel=self._uncount,
         )
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
@@ -180,6 +187,10 @@ class JsonHttpClient:
     def _count(self) -> None:
         with self._lock:
             self.requests_made += 1
+
+    def _uncount(self) -> None:
+        with self._lock:
+            self.requests_made -= 1
 
     def close(self) -> None:
         self.session.close()

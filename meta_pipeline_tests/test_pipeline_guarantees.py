@@ -1,0 +1,192 @@
+"""What the pipeline guarantees when things go wrong around it: a missing input file, an empty
+history, a day whose upstream was never materialized, a writer killed mid-write, another user
+reading the outputs. Each runs the real assets through Dagster against the loopback exchange."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from meta_pipeline import names
+from meta_pipeline.defs.ingestion import signal_quarantine, signals, telemetry, telemetry_quarantine
+from meta_pipeline.defs.prices import price_bars
+from meta_pipeline.defs.reconciliation import reconciled_trades
+from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
+from meta_pipeline.storage import Warehouse, atomic_write_text, remove_stale_temp_files
+
+ASSETS = [signals, telemetry, signal_quarantine, telemetry_quarantine, price_bars, reconciled_trades]
+LINES = [
+    ("2024-03-01T10:00:00Z", "r1", "BTC", "LONG"),
+    ("2024-03-02T12:00:00Z", "r2", "BTCUSDT", "SHORT"),
+    ("2024-03-03T08:30:00Z", "r3", "btc-usdt", "LONG"),
+]
+
+
+def _write_inputs(root: Path, lines=LINES) -> None:
+    (root / "alpha").mkdir(parents=True, exist_ok=True)
+    (root / "telemetry").mkdir(parents=True, exist_ok=True)
+    (root / "alpha" / "events.jsonl").write_text(
+        "".join(
+            json.dumps({"ts": ts, "agent": "a", "run_id": run, "symbol": sym, "direction": side}) + "\n"
+            for ts, run, sym, side in lines
+        )
+    )
+    (root / "telemetry" / "events.jsonl").write_text(
+        "".join(
+            json.dumps({"ts": ts, "agent": "a", "run_id": run, "errors": 0}) + "\n" for ts, run, _, _ in lines
+        )
+    )
+
+
+def _run(root: Path, fx, start: str, end: str, assets=ASSETS, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "data_root": DataRoot(root=str(root)),
+            "ingestion_policy": IngestionPolicy(),
+            "price_sources": PriceSources(
+                sources=["binance", "coinbase"],
+                binance_base_url=fx.binance_url,
+                coinbase_base_url=fx.coinbase_url,
+                bars_dir=str(root / "bars"),
+                backoff_seconds=0.001,
+                read_timeout_seconds=5,
+            ),
+            "reconciliation_policy": ReconciliationPolicy(),
+        },
+        tags={names.RANGE_START_TAG: start, names.RANGE_END_TAG: end},
+        **kwargs,
+    )
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    files = [*(root / "warehouse").rglob("*.parquet"), root / "alpha" / "reconciled.jsonl"]
+    return {str(p.relative_to(root)): p.read_bytes() for p in files if p.exists()}
+
+
+def _metadata(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)][:1]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@pytest.mark.parametrize("missing", ["alpha/events.jsonl", "telemetry/events.jsonl"])
+def test_a_missing_input_file_is_an_error_that_changes_nothing_stored(tmp_path, fake_exchange, missing):
+    _write_inputs(tmp_path)
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05").success
+    before = _snapshot(tmp_path)
+    assert len(before["alpha/reconciled.jsonl"].splitlines()) == 9  # 3 signals × 3 horizons
+
+    moved = tmp_path / (missing + ".moved")
+    os.rename(tmp_path / missing, moved)
+    result = _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures and str(tmp_path / missing) in failures[0].event_specific_data.error.message
+    assert _snapshot(tmp_path) == before  # nothing stored was touched
+
+    os.rename(moved, tmp_path / missing)  # once the file is back, everything is as it was
+    before_requests = fake_exchange.count()
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05").success
+    assert fake_exchange.count() == before_requests  # the cache was not poisoned: nothing refetched
+    assert _snapshot(tmp_path)["alpha/reconciled.jsonl"] == before["alpha/reconciled.jsonl"]
+
+
+def test_a_fresh_root_with_no_inputs_succeeds_and_says_no_signals_yet(tmp_path, fake_exchange):
+    result = _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-03")
+    assert result.success
+    assert "no signals yet" in _metadata(result, names.SIGNALS)["note"]
+    assert (tmp_path / "alpha" / "reconciled.jsonl").read_text() == ""
+    assert fake_exchange.count() == 0
+
+
+def test_an_empty_input_file_means_no_signals(tmp_path, fake_exchange):
+    _write_inputs(tmp_path, lines=[])
+    result = _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-03")
+    assert result.success and _metadata(result, names.RECONCILED_TRADES)["matured"] == 0
+
+
+def test_a_range_whose_first_day_has_no_signals_materialized_completes_the_other_days(
+    tmp_path, fake_exchange
+):
+    """What a UI backfill does after Dagster widens the range: reconciled_trades over 03-01..03-05
+    when `signals` was materialized only for 03-02..03-05. Day 03-01 is written as blocked, with its
+    reason; the other days and the export are written; Dagster and the disk agree."""
+    _write_inputs(tmp_path)
+    assert _run(tmp_path, fake_exchange, "2024-03-02", "2024-03-05", assets=[signals, price_bars]).success
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-01", assets=[price_bars]).success
+    result = _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades])
+    assert result.success
+    metadata = _metadata(result, names.RECONCILED_TRADES)
+    assert (
+        metadata["blocked_days"] == 1 and "signals for 2024-03-01 are not materialized" in metadata["blocked"]
+    )
+    warehouse = Warehouse(tmp_path / "warehouse")
+    assert warehouse.read_partition_facts(names.RECONCILED_TRADES, "2024-03-01")["blocked"]
+    assert len(warehouse.read_partition(names.RECONCILED_TRADES, "2024-03-01")) == 0
+    assert warehouse.read_partition_facts(names.RECONCILED_TRADES, "2024-03-02")["blocked"] is None
+    exported = [
+        json.loads(line) for line in (tmp_path / "alpha" / "reconciled.jsonl").read_text().splitlines()
+    ]
+    assert {row["run_id"] for row in exported} == {"r2", "r3"}
+    materialized = {
+        e.materialization.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(names.RECONCILED_TRADES)
+    }
+    assert materialized == set(warehouse.stored_keys(names.RECONCILED_TRADES))
+
+    # once signals exist for the blocked day, a re-run fills it in: same as one run over the range
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-01", assets=[signals, price_bars]).success
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades]).success
+    exported = [
+        json.loads(line) for line in (tmp_path / "alpha" / "reconciled.jsonl").read_text().splitlines()
+    ]
+    assert {row["run_id"] for row in exported} == {"r1", "r2", "r3"} and len(exported) == 9
+
+
+def test_outputs_get_the_permissions_of_a_normal_write(tmp_path, fake_exchange):
+    _write_inputs(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-03").success
+    finally:
+        os.umask(old)
+    outputs = [tmp_path / "alpha" / "reconciled.jsonl", *(tmp_path / "warehouse").rglob("*.parquet")]
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in outputs}
+    assert modes == {0o644}, {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in outputs}
+
+
+def test_temp_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "reconciled.jsonl"
+    dead = tmp_path / ".reconciled.jsonl.999999999.abc123.tmp"  # no such process
+    dead.write_bytes(b"x" * 1000)
+    alive = tmp_path / f".reconciled.jsonl.{os.getppid()}.def456.tmp"  # a live writer's file stays
+    alive.write_bytes(b"y")
+    atomic_write_text(target, "done\n")
+    assert not dead.exists() and alive.exists() and target.read_text() == "done\n"
+    assert remove_stale_temp_files(tmp_path) == []
+
+
+def test_no_output_ever_holds_a_non_finite_number(tmp_path):
+    from meta_pipeline.export import to_jsonl
+
+    row = {
+        "ts": pd.Timestamp("2024-03-01T10:00Z"),
+        "entry_time": pd.Timestamp("2024-03-01T10:00Z"),
+        "exit_time": pd.Timestamp("2024-03-01T11:00Z"),
+        "horizon_hours": 1,
+        "realized_pnl_bps": float("inf"),
+        "status": "matured",
+    }
+    frame = pd.DataFrame([row]).reindex(columns=list(row) + ["agent"])
+    for column in ("agent", "run_id", "symbol", "direction", "entry_price", "exit_price", "regime"):
+        frame[column] = None
+    for column in ("confidence", "score_final", "instrument", "net_pnl_bps"):
+        frame[column] = None
+    with pytest.raises(ValueError):
+        to_jsonl(frame)
