@@ -2,6 +2,8 @@
 
   meta-pipeline demo   writes the deterministic demo data root (11 agents, 30 days, synthetic
                        1-minute bars) and runs the main job over it end to end, offline.
+  meta-pipeline run    runs the main job over --start … --end as one run (a backfill), on the
+                       environment's data root or, with --demo, on the demo's.
   meta-pipeline ui     opens the Dagster UI (dagster dev) on the same instance; with --demo, on the
                        demo data root.
 
@@ -16,6 +18,7 @@ import contextlib
 import os
 import shutil
 import sys
+import uuid
 import warnings
 from datetime import date, timedelta
 from pathlib import Path
@@ -68,31 +71,70 @@ def demo(args: argparse.Namespace) -> int:
         f"{summary.n_telemetry:,} runs, {summary.n_malformed} malformed lines on purpose)"
     )
     os.environ.update(demo_environment(demo_dir, summary.days[0]))
-    home = _prepare_dagster_home()
+    from meta_pipeline.defs.partitions import REACH_DAYS
 
+    run_id, ok = run_range(summary.days[0], summary.days[1] + timedelta(days=REACH_DAYS))
+    _print_results(demo_dir, run_id)
+    return 0 if ok else 1
+
+
+def run_range(first: date, last: date) -> tuple[str, bool]:
+    """Run the main job over ``first`` … ``last`` as one run on the persistent instance, after
+    failing the runs whose process died (so their pool slots are free). Returns (run id, success)."""
+    home = _prepare_dagster_home()
     import dagster as dg
 
     from meta_pipeline import names, run_liveness
     from meta_pipeline.definitions import defs
-    from meta_pipeline.defs.partitions import REACH_DAYS
 
-    first, last = summary.days[0], summary.days[1] + timedelta(days=REACH_DAYS)
     print(f"running {names.MAIN_JOB} for {first} … {last} as one run (Dagster instance: {home})")
     with dg.DagsterInstance.get() as instance:
-        for run_id in run_liveness.reap_dead_runs(instance):
-            print(
-                f"run {run_id} died without ending (its process is gone): marked failed, its pool slot freed"
-            )
+        for dead in run_liveness.reap_dead_runs(instance):
+            print(f"run {dead}: its process is gone; its pool slots were freed (and the run marked failed)")
+        # tagged with this process from the start, so even a run killed while it waits for the
+        # exchange_api slot can be reaped by the next one
+        run_id = str(uuid.uuid4())
         result = defs.resolve_job_def(names.MAIN_JOB).execute_in_process(
             instance=instance,
-            tags={names.RANGE_START_TAG: first.isoformat(), names.RANGE_END_TAG: last.isoformat()},
+            run_id=run_id,
+            tags={
+                names.RANGE_START_TAG: first.isoformat(),
+                names.RANGE_END_TAG: last.isoformat(),
+                **run_liveness.run_process_tags(run_id),
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
     if not result.success:
-        print(f"run {result.run_id} failed; open the UI (below) to see which step and why", file=sys.stderr)
-    _print_results(demo_dir, result.run_id)
-    return 0 if result.success else 1
+        print(f"run {result.run_id} failed; open the UI to see which step and why", file=sys.stderr)
+    return result.run_id, result.success
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        demo_dir = Path(args.dir).resolve()
+        first_day = _demo_first_day(demo_dir)
+        if first_day is None:
+            print(f"no demo data in {demo_dir}: run `meta-pipeline demo` first", file=sys.stderr)
+            return 2
+        os.environ.update(demo_environment(demo_dir, first_day))
+    try:
+        first, last = date.fromisoformat(args.start), date.fromisoformat(args.end or args.start)
+    except ValueError as exc:
+        print(f"--start/--end must be dates in YYYY-MM-DD form: {exc}", file=sys.stderr)
+        return 2
+    if last < first:
+        print(f"--end {last} is before --start {first}", file=sys.stderr)
+        return 2
+    from meta_pipeline.defs.environment import SETTINGS
+
+    if first < SETTINGS.start_date:
+        print(f"--start {first} is before the first partition ({SETTINGS.start_date}, "
+              "META_PIPELINE_START_DATE)", file=sys.stderr)  # fmt: skip
+        return 2
+    run_id, ok = run_range(first, last)
+    print(f"run {run_id}: {'succeeded' if ok else 'FAILED'}; data root {SETTINGS.root}")
+    return 0 if ok else 1
 
 
 def _print_results(demo_dir: Path, run_id: str) -> None:
@@ -154,6 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--days", type=int, default=30, help="days of signals (default %(default)s)")
     demo_parser.set_defaults(handler=demo)
+
+    run_parser = commands.add_parser(
+        "run", help="run the main job over a range of days as one run (a backfill from the command line)"
+    )
+    run_parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    run_parser.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
+    run_parser.add_argument("--demo", action="store_true", help="on the demo data root")
+    run_parser.add_argument(
+        "--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)"
+    )
+    run_parser.set_defaults(handler=run)
 
     ui_parser = commands.add_parser("ui", help="open the Dagster UI (dagster dev)")
     ui_parser.add_argument("--demo", action="store_true", help="on the demo data root")

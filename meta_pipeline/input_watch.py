@@ -131,13 +131,17 @@ def look_at(path: Path, position: Position | None) -> Look:
     if not (same_inode and same_head):
         rotated = find_rotated(path, position) if not same_inode else None
         if rotated is not None:
-            look.notes.append(f"{path} was rotated to {rotated.name}: reading its last lines, then the new file")
+            look.notes.append(
+                f"{path} was rotated to {rotated.name}: reading its last lines, then the new file"
+            )
             _read_lines(rotated, position.offset, rotated.stat().st_size, look)
         else:
             look.notes.append(f"{path} was replaced (not the file read before): reading it from the start")
         start = 0
     elif size < position.offset:
-        look.notes.append(f"{path} shrank from {position.offset:,} to {size:,} bytes: reading it from the start")
+        look.notes.append(
+            f"{path} shrank from {position.offset:,} to {size:,} bytes: reading it from the start"
+        )
         start = 0
     offset = _read_lines(path, start, size, look)
     look.position = Position(st.st_dev, st.st_ino, head, head_len, offset)

@@ -81,7 +81,6 @@ def is_final(entry: Mapping | None, day: date, stored_rows: int | None = None) -
 
 def sidecar_entry(fetch: DayFetch) -> dict:
     """The JSON-friendly record of a :class:`~meta_pipeline.prices.model.DayFetch`."""
-    summary = fetch.summary()
     return {
         "cache_version": CACHE_VERSION,
         "source": fetch.source,
@@ -90,7 +89,12 @@ def sidecar_entry(fetch: DayFetch) -> dict:
         "present_bars": fetch.present_bars,
         "gaps": [[a.isoformat(), b.isoformat()] for a, b in fetch.gaps],
         "complete": fetch.complete,
-        "dropped_bars": summary.get("dropped_bars") or {},
+        # bars dropped on arrival, by reason (invalid prices, off-minute, duplicates; no_trade = bars
+        # without a trade), so the UI can tell a quiet market from a broken feed
+        "dropped_bars": {
+            **fetch.rejected_bars,
+            **({"no_trade": fetch.no_trade_bars} if fetch.no_trade_bars else {}),
+        },
         "unpriceable": fetch.unpriceable,
         "error": fetch.error,
         "attempts": list(fetch.attempts),
@@ -158,7 +162,9 @@ def refresh_day(
     return DayRefresh(bars=bars, sidecar=sidecar, report=report)
 
 
-def _report(day: date, instrument: str, action: str, entry: Mapping, *, requests: int, problem: str = "") -> dict:
+def _report(
+    day: date, instrument: str, action: str, entry: Mapping, *, requests: int, problem: str = ""
+) -> dict:
     return {
         "day": day.isoformat(),
         "instrument": instrument,
@@ -193,7 +199,9 @@ class Coverage:
     blocked: dict[str, tuple[pd.Timestamp, str]] = field(default_factory=dict)
 
 
-def coverage(instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]) -> Coverage:
+def coverage(
+    instruments: Iterable[str], days: list[date], sidecars: Mapping[date, Mapping | None]
+) -> Coverage:
     """Fold the sidecars of consecutive ``days`` into per-instrument coverage.
 
     Bars are known contiguously from the first day until the first day that is not fully known;

@@ -185,7 +185,10 @@ def stable_types(frame: pd.DataFrame) -> pd.DataFrame:
         column
         for column in frame.columns
         if isinstance(frame[column].dtype, pd.CategoricalDtype)
-        or (frame[column].dtype == object and frame[column].map(lambda v: v is None or isinstance(v, str)).all())
+        or (
+            frame[column].dtype == object
+            and frame[column].map(lambda v: v is None or isinstance(v, str)).all()
+        )
     ]
     if not text:
         return frame

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 DOLLAR_QUOTES = ("USDT", "USDC", "USD")  # the quotes that are priced, as one dollar price
 """Quotes priced as the US dollar (Binance ``USDT`` pairs, Coinbase ``USD`` products)."""
@@ -151,6 +152,21 @@ def normalize_symbol(raw: object) -> Instrument:
     """
     if not isinstance(raw, str):
         raise SymbolError(f"symbol must be a string, got {type(raw).__name__}")
+    outcome = _normalize_text(raw)
+    if isinstance(outcome, SymbolError):
+        raise SymbolError(str(outcome))
+    return outcome
+
+
+@lru_cache(maxsize=4096)  # agents repeat a handful of spellings; hostile input only fills the cache
+def _normalize_text(raw: str) -> Instrument | SymbolError:
+    try:
+        return _parse(raw)
+    except SymbolError as exc:
+        return exc
+
+
+def _parse(raw: str) -> Instrument:
     text = raw.strip().upper()
     if not text:
         raise SymbolError("symbol is empty")
@@ -208,9 +224,15 @@ def _split_single_token(raw: str, token: str) -> str:
         if quote in _EXTENDED_QUOTES and len(base) < MIN_BASE_FOR_EXTENDED_QUOTE:
             continue  # DOTUSD: DOT in USD, not DO in TUSD
         if quote not in DOLLAR_QUOTES:
+            if quote in _EXTENDED_QUOTES:
+                dollar_base = token[: -len(next(d for d in DOLLAR_QUOTES if quote.endswith(d)))]
+                hint = (
+                    f"if you meant {dollar_base} in US dollars, write {dollar_base}/USD or {dollar_base}USDT"
+                )
+            else:
+                hint = f"if {token} is an asset, write {token}/USDT"
             raise SymbolError(
-                f"symbol {raw!r} is {base} quoted in {quote}, which is not priced; only {_PRICED} are "
-                f"(if {token} is an asset, write {token}/USDT)"
+                f"symbol {raw!r} is {base} quoted in {quote}, which is not priced; only {_PRICED} are ({hint})"
             )
         return base
     return token

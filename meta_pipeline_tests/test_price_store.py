@@ -13,6 +13,7 @@ END = pd.Timestamp("2024-03-06", tz="UTC")
 
 def entry(fetched_at, *, complete=False, source="binance", error=None, unpriceable=None):
     return {
+        "cache_version": price_store.CACHE_VERSION,
         "fetched_at": pd.Timestamp(fetched_at, tz="UTC").isoformat(),
         "complete": complete,
         "source": source,
@@ -36,6 +37,14 @@ def entry(fetched_at, *, complete=False, source="binance", error=None, unpriceab
 )
 def test_is_final(stored, final):
     assert price_store.is_final(stored, DAY) is final
+
+
+def test_an_entry_of_an_older_cache_version_or_with_missing_bars_is_not_final():
+    settled = entry("2024-03-06 00:00:01", complete=True) | {"present_bars": 1440}
+    assert price_store.is_final(settled, DAY, stored_rows=1440)
+    assert not price_store.is_final(settled, DAY, stored_rows=0)  # the record says 1440, none stored
+    assert not price_store.is_final(settled | {"cache_version": 1}, DAY, stored_rows=1440)
+    assert not price_store.is_final({k: v for k, v in settled.items() if k != "cache_version"}, DAY)
 
 
 def test_coverage_walks_consecutive_days_until_the_first_not_fully_known():

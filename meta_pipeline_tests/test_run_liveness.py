@@ -131,13 +131,16 @@ def spawn(home: Path) -> Iterator[Callable[..., subprocess.Popen]]:
         proc.log.close()  # type: ignore[attr-defined]
 
 
-def wait_for(condition: Callable[[], object], what: str, proc: subprocess.Popen | None = None):
+def wait_for(condition: Callable[[], object], what: str, *procs: subprocess.Popen):
+    """Poll ``condition`` until truthy; fail early if one of ``procs`` exits, or after TIMEOUT."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        if proc is not None and proc.poll() is not None:
+        for proc in procs:
+            if proc.poll() is None:
+                continue
             log = Path(proc.log.name).read_text()  # type: ignore[attr-defined]
             pytest.fail(f"subprocess exited ({proc.returncode}) before {what}:\n{log[-3000:]}")
         time.sleep(0.2)
@@ -271,21 +274,21 @@ def test_killed_in_process_run_is_reaped_and_the_pool_is_usable_again(instance, 
 
 def test_killed_waiting_run_tagged_at_creation_is_reaped_too(instance, spawn):
     """A run killed while it waits for the slot: covered when its launcher tags it up front."""
-    holder = spawn([sys.executable, "-c", IN_PROCESS_RUN])
-    first = wait_for(lambda: run_holding_slot(instance, str(holder.pid)), "the slot holder", holder)
+    run_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    procs = [spawn([sys.executable, "-c", IN_PROCESS_RUN], RUN_ID=run_id) for run_id in run_ids]
 
-    waiting_id = str(uuid.uuid4())
-    waiter = spawn([sys.executable, "-c", IN_PROCESS_RUN], RUN_ID=waiting_id)
-    wait_for(
-        lambda: any(step.run_id == waiting_id for step in pool_info(instance).pending_steps),
-        "the second run to wait for the slot",
-        waiter,
-    )
-    assert claimed_by(instance) == [first.run_id]  # the second run really is blocked
+    def one_holds_one_waits() -> bool:
+        info = pool_info(instance)
+        claimed = {slot.run_id for slot in info.claimed_slots}
+        # a waiting step has a pending row (assigned or not) but no slot
+        waiting = {step.run_id for step in info.pending_steps} - claimed
+        return len(claimed) == 1 and claimed | waiting == set(run_ids)
 
-    kill9(waiter)
-    kill9(holder)
-    assert sorted(reap_dead_runs(instance)) == sorted([first.run_id, waiting_id])
+    wait_for(one_holds_one_waits, "one run to hold the slot and the other to wait for it", *procs)
+
+    for proc in procs:
+        kill9(proc)
+    assert sorted(reap_dead_runs(instance)) == sorted(run_ids)
     info = pool_info(instance)
     assert info.claimed_slots == [] and info.pending_steps == []
     assert materialize_in_thread(instance).success

@@ -110,7 +110,9 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
         notes += look.notes
         chunks += look.chunks
         if look.unreadable_lines:
-            notes.append(f"{path}: {look.unreadable_lines} new line(s) without a readable ts (see the quarantine)")
+            notes.append(
+                f"{path}: {look.unreadable_lines} new line(s) without a readable ts (see the quarantine)"
+            )
     for note in notes:
         context.log.info(note)
     new_cursor = json.dumps(cursor, sort_keys=True)
@@ -118,7 +120,9 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
     ranges, outliers = plan_runs(days, today)
     if outliers:
         shown = ", ".join(d.isoformat() for d in outliers[:5]) + (" …" if len(outliers) > 5 else "")
-        notes.append(f"{len(outliers)} day(s) outside the partitions ({SETTINGS.start_date} … {today}) ignored: {shown}")
+        notes.append(
+            f"{len(outliers)} day(s) outside the partitions ({SETTINGS.start_date} … {today}) ignored: {shown}"
+        )
         context.log.warning(notes[-1])
     if not ranges:
         reason = "; ".join(notes) or "no new lines"
@@ -127,6 +131,7 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
     # runs, and a rotated or replaced file (a new identity) always does
     data_id = hashlib.sha1(json.dumps(sorted(chunks)).encode()).hexdigest()[:16]
     requests = [
-        dg.RunRequest(run_key=f"{data_id}:{first}:{last}", tags=range_tags(first, last)) for first, last in ranges
+        dg.RunRequest(run_key=f"{data_id}:{first}:{last}", tags=range_tags(first, last))
+        for first, last in ranges
     ]
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -9,6 +9,7 @@ from meta_pipeline import names, price_store
 from meta_pipeline.defs.metadata import counts_table, frame_preview, markdown_table
 from meta_pipeline.defs.partitions import REACH_DAYS, daily_partitions
 from meta_pipeline.defs.resources import DataRoot, PriceSources
+from meta_pipeline.defs.run_liveness import record_this_process
 from meta_pipeline.storage import Warehouse
 
 REPORT_COLUMNS = [
@@ -48,7 +49,10 @@ def needed_instruments(warehouse: Warehouse, day: date) -> list[str]:
         "bars already stored."
     ),
 )
-def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot, price_sources: PriceSources) -> dg.MaterializeResult:
+def price_bars(
+    context: dg.AssetExecutionContext, data_root: DataRoot, price_sources: PriceSources
+) -> dg.MaterializeResult:
+    record_this_process(context)  # so a run killed while holding the exchange_api slot can be reaped
     warehouse = data_root.warehouse
     fetcher = price_sources.fetcher()
     report: list[dict] = []
@@ -66,7 +70,9 @@ def price_bars(context: dg.AssetExecutionContext, data_root: DataRoot, price_sou
                 context.log.error(f"{row['instrument']} {key}: {row['problem']}")
         warehouse.write_partition(names.PRICE_BARS, key, refreshed.bars, facts=refreshed.sidecar)
         report.extend(refreshed.report)
-        context.log.info(f"price_bars {key}: {len(refreshed.bars):,} bars for {len(refreshed.sidecar)} instrument(s)")
+        context.log.info(
+            f"price_bars {key}: {len(refreshed.bars):,} bars for {len(refreshed.sidecar)} instrument(s)"
+        )
     return dg.MaterializeResult(metadata=report_metadata(pd.DataFrame(report, columns=REPORT_COLUMNS)))
 
 

@@ -63,7 +63,9 @@ def reconciled_trades(
     ]
     for result in results:
         key = result.day.isoformat()
-        warehouse.write_partition(names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked})
+        warehouse.write_partition(
+            names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked}
+        )
         if result.blocked:
             context.log.warning(f"{key}: blocked — {result.blocked}")
         else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from meta_pipeline.prices.fetcher import PriceFetcher, build_sources
+from meta_pipeline.prices.fetcher import DEFAULT_MAX_CONSECUTIVE_FAILURES, PriceFetcher, build_sources
 from meta_pipeline.settings import Settings
 from meta_pipeline.storage import Warehouse
 
@@ -59,9 +59,14 @@ class PriceSources(dg.ConfigurableResource):
     max_retries: int = 5
     backoff_seconds: float = 0.5
     max_retry_after_seconds: float = 60.0
+    # a source that failed this many symbol-days in a row is skipped for the rest of the run
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES
+    # no request is started after this long in one run; the days left are fetched by later runs
+    time_budget_seconds: float = 1800.0
 
     def fetcher(self) -> PriceFetcher:
-        """A fetcher with one pooled HTTP session per source, for the duration of one run."""
+        """A fetcher with one pooled HTTP session per source, for the duration of one run (the
+        circuit breaker and the time budget count from here)."""
         sources = build_sources(
             self.sources,
             binance_base_url=self.binance_base_url,
@@ -72,7 +77,11 @@ class PriceSources(dg.ConfigurableResource):
             backoff_factor=self.backoff_seconds,
             max_retry_after=self.max_retry_after_seconds,
         )
-        return PriceFetcher(sources)
+        return PriceFetcher(
+            sources,
+            max_consecutive_failures=self.max_consecutive_failures,
+            time_budget_seconds=self.time_budget_seconds,
+        )
 
 
 class ReconciliationPolicy(dg.ConfigurableResource):
