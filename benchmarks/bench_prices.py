@@ -9,7 +9,7 @@ relabelled: symbol k gets the bars of day d+k shifted onto day d and rescaled, s
 differ.
 
 (a) naive  — one small klines request per price: entry and exit for every signal × horizon
-             (6 requests a signal), as the old patch plan did. Run on ``--naive-sample`` signals and
+             (6 requests a signal), as a per-signal pricer would. Run on ``--naive-sample`` signals and
              extrapolated linearly to all signals (the output says so).
 (b) cold   — the real pipeline, one Dagster run over the range: `signals` → `price_bars` (one
              `PriceFetcher.fetch_day` per symbol-day: the signal days and the days exits reach)
