@@ -190,3 +190,77 @@ def test_no_output_ever_holds_a_non_finite_number(tmp_path):
         frame[column] = None
     with pytest.raises(ValueError):
         to_jsonl(frame)
+
+
+def _exported(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "alpha" / "reconciled.jsonl").read_text().splitlines()]
+
+
+def _rows(root: Path, day: str) -> pd.DataFrame:
+    return Warehouse(root / "warehouse").read_partition(names.RECONCILED_TRADES, day)
+
+
+def test_bars_that_hold_no_trade_are_not_prices(tmp_path, fake_exchange, market_bars):
+    """A market that stops trading at 02:59: its later bars are flat at the last trade with volume 0.
+    A LONG at 02:00 and a SHORT at 12:00 are unpriced on every horizon, never matured at a stale price."""
+    day = market_bars[(market_bars["instrument"] == "BTCUSDT") & (market_bars["open_time"] >= "2024-03-05")]
+    idle = day[day["open_time"] < "2024-03-08"].copy()
+    after = idle["open_time"] >= pd.Timestamp("2024-03-05T02:59:00Z")
+    last_price = idle.loc[~after, "close"].iloc[-1]
+    idle.loc[after, ["open", "high", "low", "close"]] = last_price
+    idle.loc[after, "volume"] = 0.0
+    idle["trades"] = (~after).astype(int) * 10
+    fake_exchange.add_bars(idle)
+    fake_exchange.delist("BTCUSDT", api="coinbase")
+    _write_inputs(
+        tmp_path,
+        [("2024-03-05T02:00:00Z", "long", "BTC", "LONG"), ("2024-03-05T12:00:00Z", "short", "BTC", "SHORT")],
+    )
+    assert _run(tmp_path, fake_exchange, "2024-03-05", "2024-03-07").success
+    rows = _rows(tmp_path, "2024-03-05")
+    assert set(rows["status"].astype(str)) == {"unpriced"}, rows[
+        ["run_id", "horizon_hours", "status", "reason"]
+    ]
+    assert _exported(tmp_path) == []
+    facts = Warehouse(tmp_path / "warehouse").read_partition_facts(names.PRICE_BARS, "2024-03-05")["BTCUSDT"]
+    assert facts["complete"] is False and facts["dropped_bars"]["no_trade"] == 1440 - 179
+
+
+def test_impossible_exchange_prices_never_reach_pnl(tmp_path, fake_exchange, market_bars):
+    day = market_bars[(market_bars["instrument"] == "BTCUSDT") & (market_bars["open_time"] >= "2024-03-05")]
+    bad = day[day["open_time"] < "2024-03-08"].copy()
+    at = bad["open_time"].isin(
+        pd.to_datetime(["2024-03-05T10:00Z", "2024-03-05T11:00Z", "2024-03-06T10:00Z"])
+    )
+    bad.loc[at, ["open", "high", "low", "close"]] = [
+        [0.0, 0.0, 0.0, 0.0],
+        [-5.0, 1.0, -5.0, 1.0],
+        [1e300] * 4,
+    ]
+    fake_exchange.add_bars(bad)
+    _write_inputs(
+        tmp_path,
+        [("2024-03-05T10:00:00Z", "zero", "BTC", "LONG"), ("2024-03-05T11:00:00Z", "neg", "BTC", "SHORT")],
+    )
+    assert _run(tmp_path, fake_exchange, "2024-03-05", "2024-03-07").success
+    rows = _rows(tmp_path, "2024-03-05")
+    matured = rows[rows["status"].astype(str) == "matured"]
+    # the bad minute is a gap: the price comes from the next good bar, 10:01 / 11:01
+    assert set(matured["entry_time"].dt.strftime("%H:%M")) == {"10:01", "11:01"}
+    assert matured["realized_pnl_bps"].abs().max() < 1000
+    text = (tmp_path / "alpha" / "reconciled.jsonl").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    facts = Warehouse(tmp_path / "warehouse").read_partition_facts(names.PRICE_BARS, "2024-03-05")["BTCUSDT"]
+    assert sum(facts["dropped_bars"].values()) == 2 and facts["present_bars"] == 1438
+
+
+def test_a_signal_one_nanosecond_after_the_minute_is_priced_from_the_next_bar(
+    tmp_path, fake_exchange, market_bars
+):
+    _write_inputs(tmp_path, [("2024-03-05T10:00:00.000000001Z", "ns", "BTC", "LONG")])
+    assert _run(tmp_path, fake_exchange, "2024-03-05", "2024-03-07").success
+    rows = _rows(tmp_path, "2024-03-05")
+    assert rows["ts"].iloc[0] == pd.Timestamp("2024-03-05T10:00:00.000000001Z")
+    assert set(rows["entry_time"].dt.strftime("%H:%M")) == {"10:01"}  # 10:00 opened before the signal
+    btc = market_bars[market_bars["instrument"] == "BTCUSDT"].set_index("open_time")["open"]
+    assert rows["entry_price"].iloc[0] == btc[pd.Timestamp("2024-03-05T10:01Z")]
