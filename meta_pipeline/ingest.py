@@ -48,6 +48,7 @@ Decisions where the file contract is silent, and why:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -329,7 +330,7 @@ def _undecodable(text: str, terminated: bool, exc: json.JSONDecodeError) -> _Dec
         raise Rejected(
             "cr_line_endings",
             f"the line holds {crs} carriage return(s) (\\r) without a line feed and is not valid JSON: "
-            f"the writer uses CR-only line endings, which JSON Lines does not allow, so the about {crs + 1} "
+            f"the writer uses CR-only line endings, which JSON Lines does not allow, so about {crs + 1} "
             "records in it were not read; convert the file's line endings to LF",
         )
     recovered = _recover(text)
@@ -696,10 +697,8 @@ def ingest_bytes(
     ``detail``. An exception other than Rejected from validating or keying one line becomes a
     quarantine row with reason ``unexpected_error`` and the exception text.
     """
-    try:
+    with contextlib.suppress(TypeError):  # an unhashable callable is used as given
         validate = _ROWS_WITH_NS.get(validate, validate)
-    except TypeError:  # an unhashable callable: use it as given
-        pass
     rows: list[dict] = []
     rejected: list[dict] = []
     first_seen: dict[tuple, int] = {}

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -401,17 +400,27 @@ def _run_ui_backfill(tmp_path: Path, root: Path, fx, hash_seed: str) -> dict:
     return json.loads(Path(spec["out"]).read_text())
 
 
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory, fake_exchange_server) -> list[str]:
+    """alpha/reconciled.jsonl after CLI-style single runs over the same ranges, each up to the last
+    day its horizons reach (as ``meta-pipeline demo`` runs its days), on a fresh root with the same
+    inputs."""
+    cli_root = tmp_path_factory.mktemp("cli_root")
+    _write_inputs(cli_root)
+    for first, last in RANGES:
+        assert _cli_style_run(cli_root, fake_exchange_server, first, _shift(last, REACH_DAYS)).success
+    return (cli_root / "alpha" / "reconciled.jsonl").read_text().splitlines()
+
+
 @pytest.mark.parametrize(
     ("hash_seed", "must_widen"),
     [pytest.param("1", True, id="widened"), pytest.param("0", False, id="hash-order-not-widened")],
 )
 def test_ui_range_backfill_completes_marks_unmaterialized_days_blocked_and_matches_a_cli_run(
-    tmp_path, fake_exchange, hash_seed, must_widen
+    tmp_path, fake_exchange, cli_export, hash_seed, must_widen
 ):
     root = tmp_path / "ui_root"
     _write_inputs(root)
-    cli_root = tmp_path / "cli_root"
-    shutil.copytree(root, cli_root)  # the same inputs, before anything ran
 
     report = _run_ui_backfill(tmp_path, root, fake_exchange, hash_seed)
     warehouse = Warehouse(root / "warehouse")
@@ -481,7 +490,7 @@ def test_ui_range_backfill_completes_marks_unmaterialized_days_blocked_and_match
             reason = f"signals for {day} are not materialized"
             assert reason in facts["blocked"], (day, facts)
             assert len(warehouse.read_partition(names.RECONCILED_TRADES, day)) == 0, day
-            assert metadata[day]["blocked_days"] >= 1 and reason in metadata[day]["blocked"], (
+            assert metadata[day]["blocked_days_in_run"] >= 1 and reason in metadata[day]["blocked_in_run"], (
                 day,
                 metadata[day],
             )
@@ -491,7 +500,7 @@ def test_ui_range_backfill_completes_marks_unmaterialized_days_blocked_and_match
         if run["assets"] == [names.RECONCILED_TRADES]:
             first, last = run["tags"][names.RANGE_START_TAG], run["tags"][names.RANGE_END_TAG]
             in_run = [d for d in blocked_days if first <= d <= last]
-            assert metadata[first]["blocked_days"] == len(in_run), (first, metadata[first])
+            assert metadata[first]["blocked_days_in_run"] == len(in_run), (first, metadata[first])
 
     # the export exists and holds every signal of the requested days at every horizon
     export = root / "alpha" / "reconciled.jsonl"
@@ -502,13 +511,9 @@ def test_ui_range_backfill_completes_marks_unmaterialized_days_blocked_and_match
     assert ui_rows == {(run, h) for run in requested_runs for h in SETTINGS.horizons_hours}
     assert len(ui_lines) == len(ui_rows)
 
-    # ... and is exactly what CLI-style single runs over the same ranges (each up to the last day its
-    # horizons reach, as `meta-pipeline demo` runs it) write on a copy of the same inputs
-    for first, last in RANGES:
-        assert _cli_style_run(cli_root, fake_exchange, first, _shift(last, REACH_DAYS)).success
-    cli_lines = (cli_root / "alpha" / "reconciled.jsonl").read_text().splitlines()
-    assert {(row["run_id"], row["horizon_hours"]) for row in map(json.loads, cli_lines)} == ui_rows
-    assert ui_lines == cli_lines
+    # ... and is exactly what CLI-style single runs over the same ranges write from the same inputs
+    assert {(row["run_id"], row["horizon_hours"]) for row in map(json.loads, cli_export)} == ui_rows
+    assert ui_lines == cli_export
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
         threshold = ingestion_policy.max_rejected_share
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": result.rejected,
+                "dagster/row_count": len(result.quarantine),
                 **({"note": note} if note else {}),
                 "rejected_share": share,
                 "lines_read": result.lines_read,

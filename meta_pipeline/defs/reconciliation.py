@@ -78,8 +78,9 @@ def reconciled_trades(
         metadata={
             **row_count(context.partition_keys, len(rows)),
             **summary_metadata(rows, exported, str(data_root.reconciled_file)),
-            "blocked_days": len(blocked),
-            "blocked": markdown_table(blocked, empty="_none_"),
+            # a range run's metadata is shown on each of its days: say it is the run's
+            "blocked_days_in_run": len(blocked),
+            "blocked_in_run": markdown_table(blocked, empty="_none_"),
         }
     )
 
