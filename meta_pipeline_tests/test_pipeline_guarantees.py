@@ -123,7 +123,8 @@ def test_a_range_whose_first_day_has_no_signals_materialized_completes_the_other
     assert result.success
     metadata = _metadata(result, names.RECONCILED_TRADES)
     assert (
-        metadata["blocked_days_in_run"] == 1 and "signals for 2024-03-01 are not materialized" in metadata["blocked_in_run"]
+        metadata["blocked_days_in_run"] == 1
+        and "signals for 2024-03-01 are not materialized" in metadata["blocked_in_run"]
     )
     warehouse = Warehouse(tmp_path / "warehouse")
     assert warehouse.read_partition_facts(names.RECONCILED_TRADES, "2024-03-01")["blocked"]
