@@ -142,7 +142,7 @@ def _print_results(demo_dir: Path, run_id: str) -> None:
     from meta_pipeline.storage import Warehouse
     from meta_pipeline.supervisor.stats import pnl_by_agent
 
-    warehouse = Warehouse(demo_dir / "warehouse")
+    warehouse = Warehouse(demo_dir / names.WAREHOUSE_DIR)
     rows = warehouse.read_partitions(names.RECONCILED_TRADES, warehouse.stored_keys(names.RECONCILED_TRADES))
     if rows is not None and len(rows):
         print(
@@ -155,7 +155,7 @@ def _print_results(demo_dir: Path, run_id: str) -> None:
     store = warehouse.directory
     print(f"""
 Where to look (run {run_id}):
-  {demo_dir / "alpha" / "reconciled.jsonl"}      what the app reads: matured PnL rows
+  {demo_dir / names.RECONCILED_FILE}      what the app reads: matured PnL rows
   {store}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
   {store / "signal_quarantine.parquet"}   rejected input lines with line number and reason
 Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")

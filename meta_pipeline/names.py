@@ -4,6 +4,12 @@ The warehouse stores each asset under its key (``warehouse/<asset>/…``), so th
 Dagster wiring import these names rather than repeating the strings.
 """
 
+# the file contract: paths relative to the data root (docs/rules.md, *File contract*)
+SIGNALS_FILE = "alpha/events.jsonl"
+TELEMETRY_FILE = "telemetry/events.jsonl"
+RECONCILED_FILE = "alpha/reconciled.jsonl"
+WAREHOUSE_DIR = "warehouse"
+
 # assets (also their warehouse folder names)
 SIGNALS = "signals"
 TELEMETRY = "telemetry"

@@ -78,3 +78,58 @@ def test_coverage_of_a_day_never_materialized():
     )
     assert cover.known_until["BTCUSDT"] == END
     assert cover.blocked["BTCUSDT"][1] == "price_bars for 2024-03-06 not materialized yet"
+
+
+# --------------------------------------------------------------------------- refresh_day, without Dagster
+
+
+def _fetch(bars_by_instrument, *, error=None, fetched_at="2024-03-07"):
+    from meta_pipeline.prices.model import DayFetch
+
+    calls = []
+
+    def fetch_day(instrument, day):
+        calls.append(instrument)
+        bars = bars_by_instrument.get(instrument)
+        return DayFetch(
+            instrument,
+            day,
+            bars=bars if bars is not None and not error else DayFetch(instrument, day).bars,
+            source=None if error else "binance",
+            error=error,
+            fetched_at=pd.Timestamp(fetched_at, tz="UTC"),
+        )
+
+    return fetch_day, calls
+
+
+def _day_bars(instrument, minutes=1440):
+    from meta_pipeline.prices.model import make_bars
+
+    times = pd.date_range(DAY.isoformat(), periods=minutes, freq="min", tz="UTC").as_unit("ns").asi8
+    ones = [1.0] * minutes
+    return make_bars(instrument, times, ones, ones, ones, ones, ones, source="binance")
+
+
+def test_refresh_day_fetches_what_is_not_settled_and_keeps_what_is():
+    fetch_day, calls = _fetch({"BTCUSDT": _day_bars("BTCUSDT"), "ETHUSDT": _day_bars("ETHUSDT")})
+    first = price_store.refresh_day(DAY, ["BTCUSDT", "ETHUSDT"], None, None, fetch_day)
+    assert calls == ["BTCUSDT", "ETHUSDT"] and len(first.bars) == 2880
+    assert all(
+        e["complete"] and e["cache_version"] == price_store.CACHE_VERSION for e in first.sidecar.values()
+    )
+
+    again = price_store.refresh_day(DAY, ["BTCUSDT", "ETHUSDT"], first.bars, first.sidecar, fetch_day)
+    assert calls == ["BTCUSDT", "ETHUSDT"]  # both settled: no new fetch
+    assert [r["action"] for r in again.report] == [price_store.CACHED] * 2
+
+
+def test_refresh_day_keeps_stored_bars_when_the_refetch_fails_and_carries_unrequested_instruments():
+    fetch_day, _ = _fetch({"BTCUSDT": _day_bars("BTCUSDT", 720)}, fetched_at="2024-03-05T12:00")
+    partial = price_store.refresh_day(DAY, ["BTCUSDT", "ETHUSDT"], None, None, fetch_day)
+    failing, calls = _fetch({}, error="HTTP 500")
+    kept = price_store.refresh_day(DAY, ["BTCUSDT"], partial.bars, partial.sidecar, failing)
+    assert calls == ["BTCUSDT"]
+    assert kept.report[0]["action"] == price_store.KEPT and kept.report[0]["problem"] == "HTTP 500"
+    assert len(kept.bars) == 720 and kept.sidecar["BTCUSDT"] == partial.sidecar["BTCUSDT"]
+    assert kept.sidecar["ETHUSDT"] == partial.sidecar["ETHUSDT"]  # not asked for now, still stored

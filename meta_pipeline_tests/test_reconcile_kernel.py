@@ -1,4 +1,4 @@
-"""The reconciliation kernel against real Binance 1-minute klines (DESIGN.md "Pricing and PnL rules").
+"""The reconciliation kernel against real Binance 1-minute klines (docs/rules.md, *Pricing and PnL*).
 
 Every expected number here is computed in plain Python from the CSV files (``csv`` module, ``float``
 arithmetic, ``datetime``), never by the kernel or by numpy: a minute-by-minute walk over a dict

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from meta_pipeline import names
 from meta_pipeline.prices.fetcher import DEFAULT_MAX_CONSECUTIVE_FAILURES, PriceFetcher, build_sources
 from meta_pipeline.settings import Settings
 from meta_pipeline.storage import Warehouse
@@ -26,19 +27,19 @@ class DataRoot(dg.ConfigurableResource):
 
     @property
     def signals_file(self) -> Path:
-        return self.path / "alpha" / "events.jsonl"
+        return self.path / names.SIGNALS_FILE
 
     @property
     def telemetry_file(self) -> Path:
-        return self.path / "telemetry" / "events.jsonl"
+        return self.path / names.TELEMETRY_FILE
 
     @property
     def reconciled_file(self) -> Path:
-        return self.path / "alpha" / "reconciled.jsonl"
+        return self.path / names.RECONCILED_FILE
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.path / "warehouse")
+        return Warehouse(self.path / names.WAREHOUSE_DIR)
 
 
 class IngestionPolicy(dg.ConfigurableResource):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meta_pipeline import names
 from meta_pipeline.demo.agents import AGENTS, AgentSpec
 from meta_pipeline.demo.fleet import simulate_agent
 from meta_pipeline.demo.lines import MALFORMED_KINDS, signals_file, telemetry_file
@@ -78,11 +79,11 @@ class DemoSummary:
 
     @property
     def signals_path(self) -> Path:
-        return self.root / "alpha" / "events.jsonl"
+        return self.root / names.SIGNALS_FILE
 
     @property
     def telemetry_path(self) -> Path:
-        return self.root / "telemetry" / "events.jsonl"
+        return self.root / names.TELEMETRY_FILE
 
 
 def generate_demo(
@@ -105,9 +106,9 @@ def generate_demo(
     ]
 
     signals = signals_file(fleet, np.random.default_rng(extras_seq), start_ms, days)
-    atomic_write_bytes(root / "alpha" / "events.jsonl", signals.body)
+    atomic_write_bytes(root / names.SIGNALS_FILE, signals.body)
     telemetry, n_telemetry = telemetry_file(fleet)
-    atomic_write_bytes(root / "telemetry" / "events.jsonl", telemetry)
+    atomic_write_bytes(root / names.TELEMETRY_FILE, telemetry)
 
     bars_dir = root / "bars"
     for sym, bar in bars.items():
