@@ -337,6 +337,8 @@ def test_process_alive_treats_permission_error_as_alive(monkeypatch):
         raise PermissionError
 
     monkeypatch.setattr(os, "kill", no_permission)
+    # whatever process holds this pid on the machine (even a zombie) must not decide the answer
+    monkeypatch.setattr(run_liveness, "_proc_stat_fields", lambda pid: ["S"])
     assert process_alive(12345)
 
 
