@@ -667,18 +667,21 @@ def telemetry_key(row: dict) -> tuple:
 # --------------------------------------------------------------------------- file reading
 
 
-def iter_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
+def iter_lines(data: bytes, first_line_no: int = 1) -> Iterator[tuple[int, bytes, bool]]:
     """(1-based line number, bytes without the newline, whether a newline terminated it).
 
+    ``data`` starts at line ``first_line_no`` of its file (a chunk read from a stored offset).
     Lines are split on LF only; a CR right before the LF (CRLF) is dropped. A UTF-8 byte-order mark
-    at the start is not data.
+    at the start of the file is not data.
     """
-    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    if first_line_no == 1:
+        data = data.removeprefix(b"\xef\xbb\xbf")
+    lines = data.split(b"\n")
     last = len(lines) - 1
     for index, line in enumerate(lines):
         if index == last and not line:
             return  # the file ended with a newline
-        yield index + 1, line.rstrip(b"\r"), index != last
+        yield first_line_no + index, line.rstrip(b"\r"), index != last
 
 
 def ingest_bytes(
@@ -688,8 +691,12 @@ def ingest_bytes(
     columns: list[str],
     *,
     source: str | None = None,
+    first_line_no: int = 1,
 ) -> IngestResult:
-    """Validate a whole JSON Lines file's bytes; never raises for any content of ``data``.
+    """Validate a JSON Lines file's bytes; never raises for any content of ``data``.
+
+    ``data`` is the whole file, or a chunk of it that starts at line ``first_line_no`` (line numbers
+    in rows and quarantine are the file's).
 
     ``validate`` turns one JSON object into a row dict or raises :class:`Rejected`; ``key`` gives a
     row's identity (later rows with a seen identity are duplicates); ``columns`` are the columns of
@@ -716,7 +723,7 @@ def ingest_bytes(
             }
         )
 
-    for line_no, raw, terminated in iter_lines(data):
+    for line_no, raw, terminated in iter_lines(data, first_line_no):
         lines_read += 1
         if not raw.strip():
             blank += 1
