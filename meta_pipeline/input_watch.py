@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -65,24 +64,72 @@ def _head(handle, length: int) -> str:
     return hashlib.sha1(handle.read(length)).hexdigest()
 
 
-def _rotated_candidates(path: Path) -> Iterable[Path]:
-    seen = set()
+def rotated_files(path: Path) -> list[Path]:
+    """Files beside ``path`` under one of the :data:`ROTATED_PATTERNS` names."""
+    found: dict[Path, None] = {}
     for pattern in ROTATED_PATTERNS:
         glob = pattern.format(name=path.name, stem=path.stem, suffix=path.suffix)
         for candidate in sorted(path.parent.glob(glob)):
-            if candidate != path and candidate not in seen:
-                seen.add(candidate)
-                yield candidate
+            if candidate != path and candidate.is_file() and not candidate.name.startswith("."):
+                found[candidate] = None
+    return list(found)
 
 
 def find_rotated(path: Path, position: Position) -> Path | None:
     """The file that used to be at ``path``, now under a rotated name (same device and inode)."""
-    for candidate in _rotated_candidates(path):
+    for candidate in rotated_files(path):
         with contextlib.suppress(OSError):
             st = candidate.stat()
             if (st.st_dev, st.st_ino) == (position.device, position.inode):
                 return candidate
     return None
+
+
+@dataclass
+class FileCheck:
+    """What is at an input path now, compared with a stored :class:`Position`."""
+
+    device: int
+    inode: int
+    head: str
+    head_len: int
+    size: int
+    same_file: bool  # the file read before, not shrunk below the position: read on from the offset
+    rotated: Path | None = None  # where the file read before went, if it was rotated
+    notes: list[str] = field(default_factory=list)
+
+    def at(self, offset: int) -> Position:
+        return Position(self.device, self.inode, self.head, self.head_len, offset)
+
+
+def identify(path: Path, position: Position | None) -> FileCheck:
+    """Compare the file at ``path`` with ``position`` (see the module docstring). Raises ``OSError``
+    if it cannot be read."""
+    with path.open("rb") as handle:
+        st = os.fstat(handle.fileno())
+        head_len = min(st.st_size, HEAD_BYTES)
+        head = _head(handle, head_len)
+        same_head = (
+            position is not None
+            and st.st_size >= position.head_len
+            and (_head(handle, position.head_len) if position.head_len != head_len else head) == position.head
+        )
+    check = FileCheck(st.st_dev, st.st_ino, head, head_len, st.st_size, same_file=False)
+    if position is None:
+        return check
+    same_inode = (st.st_dev, st.st_ino) == (position.device, position.inode)
+    if same_inode and same_head and st.st_size >= position.offset:
+        check.same_file = True
+    elif same_inode and same_head:
+        check.notes.append(
+            f"{path} shrank from {position.offset:,} to {st.st_size:,} bytes: reading it from the start"
+        )
+    elif not same_inode and (rotated := find_rotated(path, position)) is not None:
+        check.rotated = rotated
+        check.notes.append(f"{path} was rotated to {rotated.name}: reading its last lines, then the new file")
+    else:
+        check.notes.append(f"{path} was replaced (not the file read before): reading it from the start")
+    return check
 
 
 def _read_lines(path: Path, start: int, end: int, look: Look) -> int:
@@ -114,37 +161,18 @@ def look_at(path: Path, position: Position | None) -> Look:
     """
     if not path.exists():
         return Look(position, notes=[f"{path} does not exist (yet)"])
-    with path.open("rb") as handle:
-        st = os.fstat(handle.fileno())
-        head_len = min(st.st_size, HEAD_BYTES)
-        head = _head(handle, head_len)
-    size = st.st_size
-    look = Look(None)
+    check = identify(path, position)
+    look = Look(None, notes=list(check.notes))
     if position is None:
-        look.notes.append(f"{path}: no position yet — starting from its end ({size:,} bytes not re-read)")
-        look.position = Position(st.st_dev, st.st_ino, head, head_len, _last_newline(path, size))
-        return look
-    same_inode = (st.st_dev, st.st_ino) == (position.device, position.inode)
-    with path.open("rb") as handle:
-        same_head = size >= position.head_len and _head(handle, position.head_len) == position.head
-    start = position.offset
-    if not (same_inode and same_head):
-        rotated = find_rotated(path, position) if not same_inode else None
-        if rotated is not None:
-            look.notes.append(
-                f"{path} was rotated to {rotated.name}: reading its last lines, then the new file"
-            )
-            _read_lines(rotated, position.offset, rotated.stat().st_size, look)
-        else:
-            look.notes.append(f"{path} was replaced (not the file read before): reading it from the start")
-        start = 0
-    elif size < position.offset:
         look.notes.append(
-            f"{path} shrank from {position.offset:,} to {size:,} bytes: reading it from the start"
+            f"{path}: no position yet — starting from its end ({check.size:,} bytes not re-read)"
         )
-        start = 0
-    offset = _read_lines(path, start, size, look)
-    look.position = Position(st.st_dev, st.st_ino, head, head_len, offset)
+        look.position = check.at(_last_newline(path, check.size))
+        return look
+    if check.rotated is not None:
+        _read_lines(check.rotated, position.offset, check.rotated.stat().st_size, look)
+    start = position.offset if check.same_file else 0
+    look.position = check.at(_read_lines(path, start, check.size, look))
     return look
 
 

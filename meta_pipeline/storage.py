@@ -132,7 +132,7 @@ class Warehouse:
     def write_partition(self, asset: str, key: str, frame: pd.DataFrame, facts: Any = None) -> Path:
         """Replace one partition; ``facts`` (JSON-able) is stored with the rows, in the same file."""
         path = self.partition_path(asset, key)
-        _write_parquet(path, frame, facts)
+        write_parquet(path, frame, facts)
         return path
 
     def read_partition(self, asset: str, key: str) -> pd.DataFrame | None:
@@ -169,7 +169,7 @@ class Warehouse:
 
     def write_table(self, asset: str, frame: pd.DataFrame) -> Path:
         path = self.table_path(asset)
-        _write_parquet(path, frame)
+        write_parquet(path, frame)
         return path
 
     def read_table(self, asset: str) -> pd.DataFrame | None:
@@ -195,7 +195,8 @@ def stable_types(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{column: frame[column].astype(object).astype("str") for column in text})
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame, facts: Any = None) -> None:
+def write_parquet(path: Path, frame: pd.DataFrame, facts: Any = None) -> None:
+    """Write ``frame`` to ``path`` atomically as Parquet, ``facts`` (JSON) in its key-value metadata."""
     table = pa.Table.from_pandas(stable_types(frame), preserve_index=False)
     if facts is not None:
         metadata = dict(table.schema.metadata or {})

@@ -1,56 +1,81 @@
-"""Ingestion assets: the app's JSON Lines inputs → validated daily Parquet partitions + quarantine
-(the validation rules are in ``meta_pipeline/ingest.py``).
+"""Ingestion assets: the app's JSON Lines inputs → validated daily Parquet partitions + quarantine.
 
-A missing input file is a fresh start only while nothing has been ingested from it: once the
-warehouse holds rows read from that file, a missing file (moved, rotated, a mistyped
-``META_PIPELINE_ROOT``) fails the step with its path and changes nothing stored — it must never read
-as "no signals" and empty the stored days.
+The validation rules are in ``meta_pipeline/ingest.py``; reading only what was appended since the
+last run, and handing each day its new rows, in ``meta_pipeline/staging.py``. A run parses each
+input once: whichever of an input's two assets runs first reads the new lines and stages them; each
+day's partition then takes its staged rows, and the quarantine table its staged lines.
+
+A missing input file is a fresh start only while nothing has been read from it: afterwards a missing
+file (moved, rotated away, a mistyped ``META_PIPELINE_ROOT``) fails the step with its path and
+changes nothing stored — it must never read as "no signals" and empty the stored days.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from meta_pipeline import ingest, names
+from meta_pipeline import names, staging
 from meta_pipeline.defs.metadata import counts_table, frame_preview, row_count
 from meta_pipeline.defs.partitions import daily_partitions
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy
+from meta_pipeline.ingest import InputFileMissing
 
-Reader = Callable[[Path], ingest.IngestResult]
-FRESH_START = "no input file yet and nothing stored: a fresh start, no signals yet"
+FRESH_START = "no input file yet and nothing read from it before: a fresh start, no signals yet"
 
 
-def read_input(
-    data_root: DataRoot, source: Path, read: Reader, columns: list[str], ingested_as: str
-) -> tuple[ingest.IngestResult, str]:
-    """Read an input file, or explain why there is nothing to read.
+class IngestConfig(dg.Config):
+    """``rebuild_from_start``: rebuild the selected days from the start of the input files (and the
+    rotated files still beside them) instead of adding only the lines appended since the last run.
+    The ``reprocess_inputs`` job sets it."""
 
-    Returns the result and a note for the UI. Raises ``dg.Failure`` (not retried) when the file is
-    missing but the warehouse already holds rows ingested from it (asset ``ingested_as``).
+    rebuild_from_start: bool = False
+
+
+def stage(context: dg.AssetExecutionContext, data_root: DataRoot, kind: staging.InputKind,
+          source: Path) -> tuple[staging.StageResult, str]:  # fmt: skip
+    """Stage what was appended to ``source``; returns the result and a note for the UI.
+
+    Raises ``dg.Failure`` (not retried) when the file is missing but lines were read from it before.
     """
+    warehouse = data_root.warehouse
     try:
-        return read(source), ""
-    except FileNotFoundError:
-        if data_root.warehouse.holds_rows(ingested_as):
+        result = staging.stage_new_lines(warehouse, kind, source)
+    except InputFileMissing:
+        if staging.Staging(warehouse, kind).has_read() or warehouse.holds_rows(kind.name):
             raise dg.Failure(
-                f"input file {source} is missing, but {data_root.warehouse.directory / ingested_as} holds rows "
-                "read from it: "
-                "nothing was changed. Restore the file (or fix META_PIPELINE_ROOT) and run again; "
-                "an empty file means 'no lines yet'.",
+                f"input file {source} is missing, but lines were read from it before: nothing was "
+                "changed. Restore the file (or fix META_PIPELINE_ROOT) and run again; an empty file "
+                "means 'no lines yet'.",
                 allow_retries=False,
             ) from None
-        empty = ingest.IngestResult(
-            valid=pd.DataFrame(columns=columns), quarantine=pd.DataFrame(columns=ingest.QUARANTINE_COLUMNS)
+        return staging.StageResult(), FRESH_START
+    for note in result.notes:
+        context.log.warning(note)
+    if result.lines_read:
+        context.log.info(
+            f"{source}: read {result.lines_read:,} new line(s): {result.rows:,} rows for "
+            f"{len(result.days)} day(s), {result.rejected} rejected, {result.duplicates} duplicates"
         )
-        return empty, FRESH_START
+    return result, ""
 
 
-def _ingested_partitions_asset(name: str, description: str, read: Reader, columns: list[str],
-                               file_of: Callable[[DataRoot], Path]) -> dg.AssetsDefinition:  # fmt: skip
+def _read_metadata(result: staging.StageResult, note: str, source: Path) -> dict:
+    return {
+        **({"note": note} if note else {}),
+        "source_file": dg.MetadataValue.path(str(source)),
+        "new_lines_read": result.lines_read,
+        "new_rows_staged": result.rows,
+        "new_lines_rejected": result.rejected,
+        "new_duplicate_lines": result.duplicates,
+        "days_with_new_rows": ", ".join(sorted(d.isoformat() for d in result.days)[:20]) or "none",
+        "pending_bytes": result.pending_bytes,  # a last line still waiting for its newline
+    }
+
+
+def _partitions_asset(kind: staging.InputKind, description: str, file_of) -> dg.AssetsDefinition:
     @dg.asset(
-        name=name,
+        name=kind.name,
         description=description,
         group_name=names.INGESTION_GROUP,
         partitions_def=daily_partitions,
@@ -58,72 +83,76 @@ def _ingested_partitions_asset(name: str, description: str, read: Reader, column
         kinds={"parquet"},
         owners=["team:meta-pipeline"],
     )
-    def _asset(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, config: IngestConfig, data_root: DataRoot
+    ) -> dg.MaterializeResult:
+        warehouse = data_root.warehouse
         source = file_of(data_root)
-        result, note = read_input(data_root, source, read, columns, name)
-        valid = result.valid
+        result, note = stage(context, data_root, kind, source)
         keys = context.partition_keys
-        by_date = dict(tuple(valid.groupby("date", sort=True))) if len(valid) else {}
-        written = {}
+        if config.rebuild_from_start and not note:
+            rebuilt = staging.restage_days(warehouse, kind, source, keys)
+            note = "; ".join(rebuilt.notes)
+            context.log.info(note)
+        written: dict[str, int] = {}
+        new_rows = duplicates = 0
+        frames = []
         for key in keys:
-            part = by_date.get(key, valid.iloc[0:0])
-            data_root.warehouse.write_partition(name, key, part.sort_values(["ts", "line_no"]))
-            written[key] = len(part)
-        context.log.info(
-            f"{name}: wrote {sum(written.values())} rows to {len(keys)} partition(s) from {source} "
-            f"({result.lines_read} lines, {result.rejected} rejected, {result.duplicates} duplicates)"
-        )
-        selected = valid[valid["date"].isin(keys)]
-        outside = len(valid) - int(valid["date"].isin(daily_partitions.get_partition_keys()).sum())
+            taken = staging.take_day(warehouse, kind, kind.name, key, from_scratch=config.rebuild_from_start)
+            if taken.staged_files or config.rebuild_from_start or not warehouse.has_partition(kind.name, key):
+                warehouse.write_partition(kind.name, key, taken.rows)
+                staging.finish_day(warehouse, kind, key, taken)
+            written[key] = len(taken.rows)
+            new_rows += taken.new_rows
+            duplicates += taken.duplicates
+            if len(frames) < 3:  # a preview needs a few days, not the whole range in memory
+                frames.append(taken.rows)
+        selected = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return dg.MaterializeResult(
             metadata={
-                **row_count(keys, len(selected)),
-                **({"note": note} if note else {}),
-                "rows_per_partition": counts_table(pd.Series(written), "partition", "rows"),
-                "by_agent": counts_table(selected["agent"].value_counts(), "agent", "rows"),
-                "source_file": dg.MetadataValue.path(str(source)),
-                "file_lines": result.lines_read,
-                "file_valid_rows": int(len(valid)),
-                "file_duplicates": result.duplicates,
-                "file_rejected_lines": result.rejected,
-                "file_rows_outside_partitions": outside,
-                "preview": frame_preview(selected.drop(columns=["extra"]), 10),
-                "storage": dg.MetadataValue.path(str(data_root.warehouse.directory / name)),
+                **row_count(keys, sum(written.values())),
+                **_read_metadata(result, note, source),
+                "new_rows_in_partitions": new_rows,
+                "duplicates_ignored": duplicates,
+                "rows_per_partition": counts_table(pd.Series(written), "partition", "rows")
+                if len(keys) <= 31
+                else dg.MetadataValue.md(f"{len(keys)} partitions, {sum(written.values()):,} rows"),
+                "preview": frame_preview(selected.drop(columns=["extra"], errors="ignore"), 10),
+                "storage": dg.MetadataValue.path(str(warehouse.directory / kind.name)),
             }
         )
 
     return _asset
 
 
-signals = _ingested_partitions_asset(
-    names.SIGNALS,
+signals = _partitions_asset(
+    staging.SIGNALS,
     "The agents' trading signals from alpha/events.jsonl, one row per signal, by the UTC date of its "
     "ts. Lines are validated (ts with an offset, LONG or SHORT, a dollar-quoted symbol, confidence "
     "between 0 and 1) and a signal written twice (same run_id, instrument, direction and instant) "
-    "counts once. Rejected lines go to signal_quarantine.",
-    ingest.read_signals,
-    ingest.SIGNAL_COLUMNS,
+    "counts once. Each run reads only the lines appended since the last one; rejected lines go to "
+    "signal_quarantine.",
     lambda root: root.signals_file,
 )
 
-telemetry = _ingested_partitions_asset(
-    names.TELEMETRY,
+telemetry = _partitions_asset(
+    staging.TELEMETRY,
     "One record per agent run from telemetry/events.jsonl — latency, tokens, errors, cost — including "
-    "runs that emitted no signal, by the UTC date of ts; a run_id written twice counts once. "
-    "Rejected lines go to telemetry_quarantine.",
-    ingest.read_telemetry,
-    ingest.TELEMETRY_COLUMNS,
+    "runs that emitted no signal, by the UTC date of ts; a run_id written twice in a day counts once. "
+    "Metrics logged in other shapes are read (errors as a list, true/false, a message; numbers as "
+    "text); a metric that cannot be read is left empty and named in unreadable_metrics. Rejected "
+    "lines go to telemetry_quarantine.",
     lambda root: root.telemetry_file,
 )
 
 
-def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[str], ingested_as: str,
-                      file_of: Callable[[DataRoot], Path]) -> dg.AssetsDefinition:  # fmt: skip
+def _quarantine_asset(name: str, kind: staging.InputKind, input_name: str, file_of) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
-        description=f"Every rejected line of {input_name}, with its line number, its raw text and the "
-        "reason it was rejected, rebuilt from the whole file on each run (the input is never "
-        "modified). The check warns when too large a share of the lines is rejected.",
+        description=f"Every rejected line of {input_name} (and of its rotated files), with its line "
+        "number, its raw text and the reason it was rejected; each run adds the lines rejected since "
+        "the last one (the input is never modified). The check warns when too large a share of all "
+        "lines read is rejected.",
         group_name=names.INGESTION_GROUP,
         kinds={"parquet"},
         owners=["team:meta-pipeline"],
@@ -136,27 +165,32 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
         ],
     )
     def _asset(context: dg.AssetExecutionContext, data_root: DataRoot, ingestion_policy: IngestionPolicy) -> dg.MaterializeResult:  # fmt: skip
+        warehouse = data_root.warehouse
         source = file_of(data_root)
-        result, note = read_input(data_root, source, read, columns, ingested_as)
-        data_root.warehouse.write_table(name, result.quarantine)
-        by_reason = counts_table(pd.Series(result.rejected_by_reason(), dtype="int64"), "reason", "lines")
-        if result.rejected:
+        result, note = stage(context, data_root, kind, source)
+        table, files, added = staging.take_quarantine(warehouse, kind, name)
+        warehouse.write_table(name, table)
+        staging.finish_quarantine(warehouse, kind, files)
+        totals = staging.Staging(warehouse, kind).load_state()[2]
+        data_lines = totals.lines_read - totals.blank_lines
+        share = float(round(totals.rejected / data_lines, 6)) if data_lines else 0.0
+        by_reason = counts_table(table["reason"].astype(str).value_counts(), "reason", "lines")
+        if added:
             context.log.warning(
-                f"{source}: {result.rejected} of {result.lines_read} lines rejected: {result.rejected_by_reason()}"
+                f"{source}: {added} more line(s) rejected; {totals.rejected} of {data_lines} in all"
             )
-        share = float(round(result.rejected_share, 6))
         threshold = ingestion_policy.max_rejected_share
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": len(result.quarantine),
-                **({"note": note} if note else {}),
+                "dagster/row_count": len(table),
+                **_read_metadata(result, note, source),
+                "added_this_run": added,
                 "rejected_share": share,
-                "lines_read": result.lines_read,
-                "blank_lines": result.blank_lines,
-                "duplicates_ignored": result.duplicates,
+                "lines_read_in_all": totals.lines_read,
+                "blank_lines_in_all": totals.blank_lines,
+                "duplicates_in_all": totals.duplicates,
                 "by_reason": by_reason,
-                "rejected": frame_preview(result.quarantine, 50),
-                "source_file": dg.MetadataValue.path(str(source)),
+                "rejected": frame_preview(table.drop(columns=["file_id"]).tail(50), 50),
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -166,7 +200,7 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
                     metadata={
                         "rejected_share": share,
                         "threshold": threshold,
-                        "rejected_lines": result.rejected,
+                        "rejected_lines": totals.rejected,
                         "by_reason": by_reason,
                     },
                 )
@@ -177,18 +211,8 @@ def _quarantine_asset(name: str, input_name: str, read: Reader, columns: list[st
 
 
 signal_quarantine = _quarantine_asset(
-    names.SIGNAL_QUARANTINE,
-    "alpha/events.jsonl",
-    ingest.read_signals,
-    ingest.SIGNAL_COLUMNS,
-    names.SIGNALS,
-    lambda r: r.signals_file,
+    names.SIGNAL_QUARANTINE, staging.SIGNALS, names.SIGNALS_FILE, lambda r: r.signals_file
 )
 telemetry_quarantine = _quarantine_asset(
-    names.TELEMETRY_QUARANTINE,
-    "telemetry/events.jsonl",
-    ingest.read_telemetry,
-    ingest.TELEMETRY_COLUMNS,
-    names.TELEMETRY,
-    lambda r: r.telemetry_file,
+    names.TELEMETRY_QUARANTINE, staging.TELEMETRY, names.TELEMETRY_FILE, lambda r: r.telemetry_file
 )
