@@ -105,6 +105,11 @@ def run_range(first: date, last: date) -> tuple[str, bool]:
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
+        if result.success:  # the app reads alpha/reconciled.jsonl: bring it up to date now
+            exported = defs.resolve_job_def(names.EXPORT_JOB).execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            result = result if exported.success else exported
     if not result.success:
         print(f"run {result.run_id} failed; open the UI to see which step and why", file=sys.stderr)
     return result.run_id, result.success

@@ -1,13 +1,18 @@
-"""``alpha/reconciled.jsonl``: the app's view of realized PnL, rebuilt from the warehouse.
+"""The app's view of realized PnL: ``alpha/reconciled/<YYYY-MM-DD>.jsonl`` per signal day, and
+``alpha/reconciled.jsonl`` for all days (docs/rules.md, *File contract*).
 
-Matured rows only, one line per (signal, horizon), sorted by (``ts``, ``run_id``, ``horizon_hours``),
-written to a temp file and renamed so the app never reads half a file. Because it is rebuilt from
-the per-day Parquet partitions (each replaced whole on every run), a (signal, horizon) can never
-appear twice, however often anything is re-run.
-
+Matured rows only, one line per (signal, horizon), sorted by (``ts``, ``run_id``, ``horizon_hours``).
 Fields: the app's ``ts, agent, run_id, symbol, direction, entry_price, exit_price, horizon_hours,
 realized_pnl_bps, regime, confidence, score_final`` plus ``instrument, entry_time, exit_time,
-net_pnl_bps, status``. Times are UTC ISO-8601 with ``Z``; ``horizon_hours`` is an integer when whole.
+net_pnl_bps, status``. Times are UTC ISO-8601 with ``Z``; ``horizon_hours`` is an integer.
+
+Each run of ``reconciled_trades`` rewrites the day files of the days it recomputed (each replaced
+atomically), so a tick costs what it changed. The full file is refreshed on its own cadence by
+:func:`refresh_full_export`: the day files, in day order, copied as bytes — never parsed — into a
+temp file that replaces ``alpha/reconciled.jsonl`` atomically. Days are disjoint and each day file is
+sorted, so the concatenation is sorted and holds each (signal, horizon) once. Only days whose
+``reconciled_trades`` partition exists are exported; a day file missing or older than its partition
+(a crash between the two writes) is rebuilt from the partition first.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pandas as pd
 
 from meta_pipeline import names
 from meta_pipeline.reconcile import MATURED
-from meta_pipeline.storage import Warehouse, atomic_write_text, dumps_strict
+from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_text, dumps_strict
 
 EXPORT_FIELDS = [
     "ts",
@@ -42,17 +47,13 @@ EXPORT_FIELDS = [
 ]
 
 
-def matured_rows(warehouse: Warehouse) -> pd.DataFrame:
-    frames = []
-    for key in warehouse.stored_keys(names.RECONCILED_TRADES):
-        part = warehouse.read_partition(names.RECONCILED_TRADES, key)
-        if part is not None and len(part):
-            frames.append(part[part["status"].astype(str) == MATURED][EXPORT_FIELDS])
-    if not frames:
+def matured(rows: pd.DataFrame) -> pd.DataFrame:
+    """The matured rows of one day's partition, in export order."""
+    if rows is None or rows.empty:
         return pd.DataFrame(columns=EXPORT_FIELDS)
-    rows = pd.concat(frames, ignore_index=True)
-    rows["run_id"] = rows["run_id"].astype(str)
-    return rows.sort_values(["ts", "run_id", "horizon_hours"], kind="stable", ignore_index=True)
+    out = rows[rows["status"].astype(str) == MATURED][EXPORT_FIELDS]
+    out = out.assign(run_id=out["run_id"].astype(str))
+    return out.sort_values(["ts", "run_id", "horizon_hours"], kind="stable", ignore_index=True)
 
 
 def iso_utc(values: pd.Series) -> list[str | None]:
@@ -88,8 +89,37 @@ def _json_value(value):
     return value
 
 
-def export_reconciled(warehouse: Warehouse, path: Path) -> int:
-    """Rewrite ``path`` atomically from the warehouse; returns the number of lines written."""
-    rows = matured_rows(warehouse)
-    atomic_write_text(path, to_jsonl(rows))
-    return len(rows)
+def day_file(directory: Path, day: str) -> Path:
+    return Path(directory) / f"{day}.jsonl"
+
+
+def write_day(directory: Path, day: str, rows: pd.DataFrame) -> int:
+    """Replace the day file of ``day`` with the matured ``rows`` of its partition; returns lines."""
+    out = matured(rows)
+    atomic_write_text(day_file(directory, day), to_jsonl(out))
+    return len(out)
+
+
+COPY_CHUNK = 8 * 1024 * 1024
+
+
+def refresh_full_export(warehouse: Warehouse, directory: Path, target: Path) -> tuple[int, int, int]:
+    """Rebuild ``target`` from the day files of every stored ``reconciled_trades`` partition.
+
+    Returns (days, lines, bytes). Memory stays at one copy buffer whatever the history; a day file
+    that is missing or older than its partition is written from the partition first.
+    """
+    days = lines = size = 0
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        for key in warehouse.stored_keys(names.RECONCILED_TRADES):
+            path = day_file(directory, key)
+            partition = warehouse.partition_path(names.RECONCILED_TRADES, key)
+            if not path.exists() or path.stat().st_mtime_ns < partition.stat().st_mtime_ns:
+                write_day(directory, key, warehouse.read_partition(names.RECONCILED_TRADES, key))
+            with open(path, "rb") as day:
+                while chunk := day.read(COPY_CHUNK):
+                    out.write(chunk)
+                    lines += chunk.count(b"\n")
+                    size += len(chunk)
+            days += 1
+    return days, lines, size

@@ -8,6 +8,7 @@ Dagster wiring import these names rather than repeating the strings.
 SIGNALS_FILE = "alpha/events.jsonl"
 TELEMETRY_FILE = "telemetry/events.jsonl"
 RECONCILED_FILE = "alpha/reconciled.jsonl"
+RECONCILED_DAYS_DIR = "alpha/reconciled"  # one <YYYY-MM-DD>.jsonl per signal day
 WAREHOUSE_DIR = "warehouse"
 
 # assets (also their warehouse folder names)
@@ -17,14 +18,18 @@ SIGNAL_QUARANTINE = "signal_quarantine"
 TELEMETRY_QUARANTINE = "telemetry_quarantine"
 PRICE_BARS = "price_bars"
 RECONCILED_TRADES = "reconciled_trades"
+RECONCILED_EXPORT = "reconciled_export"
 
 # asset groups: jobs and schedules select by group, so new groups never join them by accident
 INGESTION_GROUP = "ingestion"
 PRICES_GROUP = "prices"
 RECONCILIATION_GROUP = "reconciliation"
 PIPELINE_GROUPS = (INGESTION_GROUP, PRICES_GROUP, RECONCILIATION_GROUP)
+EXPORTS_GROUP = "exports"  # refreshed on their own cadence, outside the 30-minute tick
 
 MAIN_JOB = "meta_pipeline_job"
+REPROCESS_JOB = "reprocess_inputs"
+EXPORT_JOB = "refresh_reconciled_export"
 
 # Dagster's run tags for a run over a range of partitions (one run per range)
 RANGE_START_TAG = "dagster/asset_partition_range_start"

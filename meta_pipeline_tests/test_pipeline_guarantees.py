@@ -14,11 +14,19 @@ import pytest
 from meta_pipeline import names
 from meta_pipeline.defs.ingestion import signal_quarantine, signals, telemetry, telemetry_quarantine
 from meta_pipeline.defs.prices import price_bars
-from meta_pipeline.defs.reconciliation import reconciled_trades
+from meta_pipeline.defs.reconciliation import reconciled_export, reconciled_trades
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
 from meta_pipeline.storage import Warehouse, atomic_write_text, remove_stale_temp_files
 
-ASSETS = [signals, telemetry, signal_quarantine, telemetry_quarantine, price_bars, reconciled_trades]
+ASSETS = [
+    signals,
+    telemetry,
+    signal_quarantine,
+    telemetry_quarantine,
+    price_bars,
+    reconciled_trades,
+    reconciled_export,
+]
 LINES = [
     ("2024-03-01T10:00:00Z", "r1", "BTC", "LONG"),
     ("2024-03-02T12:00:00Z", "r2", "BTCUSDT", "SHORT"),
@@ -119,7 +127,9 @@ def test_a_range_whose_first_day_has_no_signals_materialized_completes_the_other
     _write_inputs(tmp_path)
     assert _run(tmp_path, fake_exchange, "2024-03-02", "2024-03-05", assets=[signals, price_bars]).success
     assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-01", assets=[price_bars]).success
-    result = _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades])
+    result = _run(
+        tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades, reconciled_export]
+    )
     assert result.success
     metadata = _metadata(result, names.RECONCILED_TRADES)
     assert (
@@ -143,7 +153,9 @@ def test_a_range_whose_first_day_has_no_signals_materialized_completes_the_other
 
     # once signals exist for the blocked day, a re-run fills it in: same as one run over the range
     assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-01", assets=[signals, price_bars]).success
-    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades]).success
+    assert _run(
+        tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades, reconciled_export]
+    ).success
     exported = [
         json.loads(line) for line in (tmp_path / "alpha" / "reconciled.jsonl").read_text().splitlines()
     ]

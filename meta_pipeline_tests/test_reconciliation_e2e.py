@@ -15,11 +15,11 @@ import pytest
 
 from meta_pipeline.defs.ingestion import signals, telemetry
 from meta_pipeline.defs.prices import price_bars
-from meta_pipeline.defs.reconciliation import reconciled_trades
+from meta_pipeline.defs.reconciliation import reconciled_export, reconciled_trades
 from meta_pipeline.defs.resources import DataRoot, PriceSources, ReconciliationPolicy
 from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR
 
-ASSETS = [signals, telemetry, price_bars, reconciled_trades]
+ASSETS = [signals, telemetry, price_bars, reconciled_trades, reconciled_export]
 
 SIGNALS = [
     # (ts as written, run_id, symbol as written, direction)

@@ -341,7 +341,18 @@ def _unfinished_statuses():
 
 
 # ------------------------------------------------------------------------------- the test (pytest)
-ASSETS = [signals, telemetry, signal_quarantine, telemetry_quarantine, price_bars, reconciled_trades]
+from meta_pipeline.defs.reconciliation import reconciled_export  # noqa: E402
+from meta_pipeline.export import refresh_full_export  # noqa: E402
+
+ASSETS = [
+    signals,
+    telemetry,
+    signal_quarantine,
+    telemetry_quarantine,
+    price_bars,
+    reconciled_trades,
+    reconciled_export,
+]
 
 
 def _cli_style_run(root: Path, fx, first: str, last: str) -> dg.ExecuteInProcessResult:
@@ -502,9 +513,11 @@ def test_ui_range_backfill_completes_marks_unmaterialized_days_blocked_and_match
             in_run = [d for d in blocked_days if first <= d <= last]
             assert metadata[first]["blocked_days_in_run"] == len(in_run), (first, metadata[first])
 
-    # the export exists and holds every signal of the requested days at every horizon
-    export = root / "alpha" / "reconciled.jsonl"
-    assert export.exists(), "the backfill wrote no alpha/reconciled.jsonl"
+    # the backfill wrote the per-day files; the full export is rebuilt from them after a backfill
+    # (the export_after_backfill sensor's job, done here directly)
+    assert (root / names.RECONCILED_DAYS_DIR).is_dir(), "the backfill wrote no per-day export files"
+    export = root / names.RECONCILED_FILE
+    refresh_full_export(Warehouse(root / names.WAREHOUSE_DIR), root / names.RECONCILED_DAYS_DIR, export)
     ui_lines = export.read_text().splitlines()
     ui_rows = {(row["run_id"], row["horizon_hours"]) for row in map(json.loads, ui_lines)}
     requested_runs = {run for ts, run, _, _ in SIGNAL_LINES if ts[:10] in requested}

@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from meta_pipeline import input_watch, names
+from meta_pipeline import input_watch, names, staging
 from meta_pipeline.defs.environment import SETTINGS
-from meta_pipeline.defs.jobs import main_job
+from meta_pipeline.defs.jobs import main_job, refresh_export
 from meta_pipeline.defs.partitions import REACH_DAYS
 from meta_pipeline.defs.resources import DataRoot
 
@@ -74,6 +74,45 @@ def refresh_every_30_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     return dg.RunRequest(run_key=None, tags=range_tags(*window))
 
 
+@dg.schedule(
+    job=refresh_export,
+    cron_schedule="5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly: rebuild alpha/reconciled.jsonl from the per-day files the ticks wrote.",
+)
+def refresh_export_hourly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=None)
+
+
+def covers_more_than_a_tick(tags: dict[str, str]) -> bool:
+    """Whether a run's tags say it was a backfill or covered more days than a 30-minute tick does."""
+    if "dagster/backfill" in tags:
+        return True
+    try:
+        first, last = (
+            date.fromisoformat(tags[names.RANGE_START_TAG]),
+            date.fromisoformat(tags[names.RANGE_END_TAG]),
+        )
+    except (KeyError, ValueError):
+        return False
+    return (last - first).days > REACH_DAYS
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=refresh_export,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=60,
+    description="After a backfill (or any run over more days than a tick) succeeds, rebuild alpha/reconciled.jsonl.",
+)
+def export_after_backfill(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    if run.job_name == names.EXPORT_JOB or not covers_more_than_a_tick(run.tags):
+        return dg.SkipReason(f"run {run.run_id} was not a backfill: the hourly refresh will pick it up")
+    return dg.RunRequest(run_key=f"export-after-{run.run_id}")
+
+
 def _positions(cursor: str | None) -> dict[str, input_watch.Position]:
     try:
         raw = json.loads(cursor) if cursor else {}
@@ -89,12 +128,17 @@ def _positions(cursor: str | None) -> dict[str, input_watch.Position]:
     description=(
         "Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl, over "
         "the days the new lines belong to (plus the days their horizons reach). It follows rotated "
-        "and replaced files. A cleared cursor starts from the ends of the files; to process old "
-        "lines again, run the main job over those days."
+        "and replaced files. A cleared cursor resumes from where ingestion stopped reading; to "
+        "process lines already read again, run the reprocess_inputs job over their days."
     ),
 )
 def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) -> dg.SensorResult:
     positions = _positions(context.cursor)
+    if not positions:  # first tick or a cleared cursor: resume from what ingestion has read
+        for name, kind in ((names.SIGNALS, staging.SIGNALS), (names.TELEMETRY, staging.TELEMETRY)):
+            stored = staging.Staging(data_root.warehouse, kind).position()
+            if stored is not None:
+                positions[name] = stored
     cursor: dict[str, dict | None] = {}
     days: set[date] = set()
     notes: list[str] = []
@@ -125,8 +169,9 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
         )
         context.log.warning(notes[-1])
     if not ranges:
-        reason = "; ".join(notes) or "no new lines"
-        return dg.SensorResult(skip_reason=reason[:2000], cursor=new_cursor)
+        reason = "; ".join([*notes, "no new lines"] if not days else notes) or "no new lines"
+        hint = f" (to process lines already read again, run the {names.REPROCESS_JOB} job over their days)"
+        return dg.SensorResult(skip_reason=(reason + hint)[:2000], cursor=new_cursor)
     # the key names the bytes read (file identity and byte range), so the same lines never start two
     # runs, and a rotated or replaced file (a new identity) always does
     data_id = hashlib.sha1(json.dumps(sorted(chunks)).encode()).hexdigest()[:16]

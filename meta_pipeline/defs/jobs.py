@@ -13,3 +13,22 @@ main_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(*names.PIPELINE_GROUPS),
     description="Ingestion, prices and reconciliation for a day or a range of days (one run per range).",
 )
+
+reprocess_inputs = dg.define_asset_job(
+    names.REPROCESS_JOB,
+    selection=dg.AssetSelection.groups(*names.PIPELINE_GROUPS),
+    config={
+        "ops": {asset: {"config": {"rebuild_from_start": True}} for asset in (names.SIGNALS, names.TELEMETRY)}
+    },
+    description=(
+        "Rebuilds the chosen days from the start of the input files (and the rotated files still "
+        "beside them), then prices and reconciles them: choose the days as a partition range, or "
+        "all partitions. Use it after a file was corrected by hand or partitions were deleted."
+    ),
+)
+
+refresh_export = dg.define_asset_job(
+    names.EXPORT_JOB,
+    selection=dg.AssetSelection.groups(names.EXPORTS_GROUP),
+    description="Rebuilds alpha/reconciled.jsonl from the per-day files (a byte copy, no recomputation).",
+)

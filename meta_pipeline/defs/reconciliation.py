@@ -6,13 +6,12 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from meta_pipeline import names
+from meta_pipeline import export, names
 from meta_pipeline.day_reconciliation import BarCache, reconcile_day
 from meta_pipeline.defs.environment import SETTINGS
 from meta_pipeline.defs.metadata import counts_table, frame_preview, markdown_table, row_count
 from meta_pipeline.defs.partitions import REACH_DAYS, daily_partitions
 from meta_pipeline.defs.resources import DataRoot, ReconciliationPolicy
-from meta_pipeline.export import export_reconciled
 from meta_pipeline.reconcile import MATURED, PENDING, UNPRICED
 
 
@@ -38,7 +37,8 @@ from meta_pipeline.reconcile import MATURED, PENDING, UNPRICED
         "matured, pending (its exit is in the future or its bars are not fetched yet) or unpriced "
         "(with the reason). Every run recomputes its days whole, so re-runs are idempotent and pending "
         "rows mature by themselves; a day whose signals were never materialized is written empty, "
-        "marked blocked, and the other days go on. Then alpha/reconciled.jsonl is rewritten."
+        "marked blocked, and the other days go on. The matured rows of each day are written to "
+        "alpha/reconciled/<day>.jsonl."
     ),
 )
 def reconciled_trades(
@@ -61,23 +61,27 @@ def reconciled_trades(
         )
         for key in context.partition_keys
     ]
-    for result in results:
-        key = result.day.isoformat()
-        warehouse.write_partition(
-            names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked}
-        )
-        if result.blocked:
-            context.log.warning(f"{key}: blocked — {result.blocked}")
-        else:
-            context.log.info(f"{key}: {result.rows['status'].value_counts().to_dict()}")
-    exported = export_reconciled(warehouse, data_root.reconciled_file)
-    context.log.info(f"wrote {exported:,} matured rows to {data_root.reconciled_file}")
+    exported = 0
+    with data_root.export_lock:
+        for result in results:
+            key = result.day.isoformat()
+            warehouse.write_partition(
+                names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked}
+            )
+            exported += export.write_day(data_root.reconciled_days_dir, key, result.rows)
+            if result.blocked:
+                context.log.warning(f"{key}: blocked — {result.blocked}")
+            else:
+                context.log.info(f"{key}: {result.rows['status'].value_counts().to_dict()}")
+    context.log.info(
+        f"wrote {exported:,} matured rows to {len(results)} day file(s) in {data_root.reconciled_days_dir}"
+    )
     rows = pd.concat([r.rows for r in results], ignore_index=True)
     blocked = pd.DataFrame([{"day": r.day.isoformat(), "reason": r.blocked} for r in results if r.blocked])
     return dg.MaterializeResult(
         metadata={
             **row_count(context.partition_keys, len(rows)),
-            **summary_metadata(rows, exported, str(data_root.reconciled_file)),
+            **summary_metadata(rows, exported, str(data_root.reconciled_days_dir)),
             # a range run's metadata is shown on each of its days: say it is the run's
             "blocked_days_in_run": len(blocked),
             "blocked_in_run": markdown_table(blocked, empty="_none_"),
@@ -108,5 +112,34 @@ def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dic
         "not_matured_reasons": counts_table(reasons, "reason", "rows"),
         "preview": frame_preview(rows.drop(columns=["date"]), 15),
         "exported_lines": exported,
-        "export": dg.MetadataValue.path(export_path),
+        "day_files": dg.MetadataValue.path(export_path),
     }
+
+
+@dg.asset(
+    name=names.RECONCILED_EXPORT,
+    group_name=names.EXPORTS_GROUP,
+    deps=[dg.AssetDep(names.RECONCILED_TRADES)],
+    kinds={"json"},
+    owners=["team:meta-pipeline"],
+    description=(
+        "alpha/reconciled.jsonl, the file the app reads: every matured (signal, horizon) once, sorted "
+        "by time, replaced atomically. Built by copying the per-day files alpha/reconciled/<day>.jsonl "
+        "in day order (never parsed), so it costs a file copy, not a recomputation. Refreshed hourly "
+        "by its schedule, after backfills, and by the command-line runs."
+    ),
+)
+def reconciled_export(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
+    with data_root.export_lock:
+        days, lines, size = export.refresh_full_export(
+            data_root.warehouse, data_root.reconciled_days_dir, data_root.reconciled_file
+        )
+    context.log.info(f"{data_root.reconciled_file}: {lines:,} lines from {days} day file(s), {size:,} bytes")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": lines,
+            "days": days,
+            "bytes": size,
+            "path": dg.MetadataValue.path(str(data_root.reconciled_file)),
+        }
+    )

@@ -8,6 +8,7 @@ inject their own values. Run-time knobs (thresholds, timeouts) are editable in t
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock
 
 from meta_pipeline import names
 from meta_pipeline.prices.fetcher import DEFAULT_MAX_CONSECUTIVE_FAILURES, PriceFetcher, build_sources
@@ -36,6 +37,16 @@ class DataRoot(dg.ConfigurableResource):
     @property
     def reconciled_file(self) -> Path:
         return self.path / names.RECONCILED_FILE
+
+    @property
+    def reconciled_days_dir(self) -> Path:
+        return self.path / names.RECONCILED_DAYS_DIR
+
+    @property
+    def export_lock(self) -> FileLock:
+        """Held while day files are written and while the full export is rebuilt from them."""
+        (self.path / "alpha").mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path / "alpha" / ".reconciled.lock"))
 
     @property
     def warehouse(self) -> Warehouse:

@@ -1,0 +1,102 @@
+"""Benchmark of the JSON Lines export encoders (not a test).
+
+Synthetic reconciled rows shaped like ``export.matured_rows`` (1 000 000 rows, 10 agents, 4 symbols,
+unique run_ids, 3 horizons, signal times with sub-second fractions, bar-aligned entry/exit times,
+exchange prices with 2 decimals, full-precision PnL / scores). Prints rows/s, best of ``--repeat``,
+for ``export.to_jsonl(rows).encode()`` and ``jsonl.encode_rows(rows, EXPORT_FIELDS)`` and checks the
+two outputs are byte-identical.
+
+    python benchmarks/bench_encode.py [--rows 1000000] [--repeat 3] [--full-precision-prices]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from meta_pipeline.export import EXPORT_FIELDS, to_jsonl
+from meta_pipeline.jsonl import encode_rows
+
+
+def _utc(ns: np.ndarray) -> pd.Series:
+    return pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
+
+
+def synthetic_rows(n: int, *, full_precision_prices: bool = False, seed: int = 42) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    horizons = np.array([1, 4, 24])
+    signals = -(-n // len(horizons))
+    start = pd.Timestamp("2025-01-01", tz="UTC").value
+    ts = np.repeat(np.sort(start + rng.integers(0, 29 * 86_400 * 10**9, signals)), len(horizons))[:n]
+    horizon = np.tile(horizons, signals)[:n]
+    minute = 60 * 10**9
+    entry = -(-ts // minute) * minute  # the first bar opening at or after ts
+    exit_ = entry + horizon * 3_600 * 10**9
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    symbol = rng.integers(0, len(symbols), n)
+    base = np.array([65_000.0, 3_400.0, 150.0, 0.6])[symbol]
+    entry_price = base * np.exp(rng.normal(0, 0.05, n))
+    exit_price = entry_price * np.exp(rng.normal(0, 0.01, n))
+    if not full_precision_prices:
+        entry_price, exit_price = entry_price.round(2), exit_price.round(2)
+    long = rng.random(n) < 0.5
+    gross = np.where(long, exit_price / entry_price - 1, 1 - exit_price / entry_price) * 1e4
+    return pd.DataFrame(
+        {
+            "ts": _utc(ts),
+            "agent": pd.Categorical.from_codes(rng.integers(0, 10, n), [f"agent_{i:02d}" for i in range(10)]),
+            "run_id": pd.Series(np.arange(n) // len(horizons)).astype(str).radd("run-"),
+            "symbol": pd.Categorical.from_codes(symbol, symbols),
+            "direction": pd.Categorical.from_codes(long.astype(int), ["SHORT", "LONG"]),
+            "entry_price": entry_price,
+            "exit_price": exit_price,
+            "horizon_hours": horizon.astype("int64"),
+            "realized_pnl_bps": gross,
+            "regime": pd.Categorical.from_codes(rng.integers(0, 3, n), ["trend", "range", "high_vol"]),
+            "confidence": rng.random(n).round(2),
+            "score_final": rng.normal(0, 1, n),
+            "instrument": pd.Categorical.from_codes(symbol, symbols),
+            "entry_time": _utc(entry),
+            "exit_time": _utc(exit_),
+            "net_pnl_bps": gross - 10.0,
+            "status": pd.Categorical.from_codes(np.zeros(n, dtype=int), ["matured", "pending", "unpriced"]),
+        }
+    )[EXPORT_FIELDS]
+
+
+def best_of(repeat: int, func):
+    timings, result = [], None
+    for _ in range(repeat):
+        began = time.perf_counter()
+        result = func()
+        timings.append(time.perf_counter() - began)
+    return min(timings), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--full-precision-prices", action="store_true", help="17-digit prices")
+    parser.add_argument("--skip-reference", action="store_true", help="time encode_rows only")
+    args = parser.parse_args()
+
+    rows = synthetic_rows(args.rows, full_precision_prices=args.full_precision_prices)
+    fast_s, fast = best_of(args.repeat, lambda: encode_rows(rows, EXPORT_FIELDS))
+    print(
+        f"encode_rows: {args.rows / fast_s:>12,.0f} rows/s  ({fast_s:.3f} s, {len(fast) / 2**20:,.0f} MiB)"
+    )
+    if args.skip_reference:
+        return
+    slow_s, slow = best_of(args.repeat, lambda: to_jsonl(rows).encode("utf-8"))
+    print(f"to_jsonl:    {args.rows / slow_s:>12,.0f} rows/s  ({slow_s:.3f} s)")
+    print(f"speed-up {slow_s / fast_s:.0f}x, byte-identical: {fast == slow}")
+    if fast != slow:
+        raise SystemExit("outputs differ")
+
+
+if __name__ == "__main__":
+    main()
