@@ -1,6 +1,7 @@
 """Benchmark of the JSON Lines export encoders (not a test).
 
-Synthetic reconciled rows shaped like ``export.matured_rows`` (1 000 000 rows, 10 agents, 4 symbols,
+Synthetic reconciled rows shaped like ``export.matured_rows`` (signal-level fields repeated once per
+horizon, as ``reconcile`` writes them; 1 000 000 rows, 10 agents, 4 symbols,
 unique run_ids, 3 horizons, signal times with sub-second fractions, bar-aligned entry/exit times,
 exchange prices with 2 decimals, full-precision PnL / scores). Prints rows/s, best of ``--repeat``,
 for ``export.to_jsonl(rows).encode()`` and ``jsonl.encode_rows(rows, EXPORT_FIELDS)`` and checks the
@@ -36,18 +37,22 @@ def synthetic_rows(n: int, *, full_precision_prices: bool = False, seed: int = 4
     entry = -(-ts // minute) * minute  # the first bar opening at or after ts
     exit_ = entry + horizon * 3_600 * 10**9
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
-    symbol = rng.integers(0, len(symbols), n)
+    symbol = np.repeat(rng.integers(0, len(symbols), signals), len(horizons))[:n]
     base = np.array([65_000.0, 3_400.0, 150.0, 0.6])[symbol]
-    entry_price = base * np.exp(rng.normal(0, 0.05, n))
+    per_signal = np.arange(n) // len(horizons)  # signal-level fields repeat once per horizon
+    entry_price = base * np.exp(rng.normal(0, 0.05, signals)[per_signal])
     exit_price = entry_price * np.exp(rng.normal(0, 0.01, n))
     if not full_precision_prices:
         entry_price, exit_price = entry_price.round(2), exit_price.round(2)
-    long = rng.random(n) < 0.5
+    long = np.repeat(rng.random(signals) < 0.5, len(horizons))[:n]
     gross = np.where(long, exit_price / entry_price - 1, 1 - exit_price / entry_price) * 1e4
     return pd.DataFrame(
         {
             "ts": _utc(ts),
-            "agent": pd.Categorical.from_codes(rng.integers(0, 10, n), [f"agent_{i:02d}" for i in range(10)]),
+            "agent": pd.Categorical.from_codes(
+                np.repeat(rng.integers(0, 10, signals), len(horizons))[:n],
+                [f"agent_{i:02d}" for i in range(10)],
+            ),
             "run_id": pd.Series(np.arange(n) // len(horizons)).astype(str).radd("run-"),
             "symbol": pd.Categorical.from_codes(symbol, symbols),
             "direction": pd.Categorical.from_codes(long.astype(int), ["SHORT", "LONG"]),
@@ -55,9 +60,11 @@ def synthetic_rows(n: int, *, full_precision_prices: bool = False, seed: int = 4
             "exit_price": exit_price,
             "horizon_hours": horizon.astype("int64"),
             "realized_pnl_bps": gross,
-            "regime": pd.Categorical.from_codes(rng.integers(0, 3, n), ["trend", "range", "high_vol"]),
-            "confidence": rng.random(n).round(2),
-            "score_final": rng.normal(0, 1, n),
+            "regime": pd.Categorical.from_codes(
+                np.repeat(rng.integers(0, 3, signals), len(horizons))[:n], ["trend", "range", "high_vol"]
+            ),
+            "confidence": rng.random(signals).round(2)[per_signal],
+            "score_final": rng.normal(0, 1, signals)[per_signal],
             "instrument": pd.Categorical.from_codes(symbol, symbols),
             "entry_time": _utc(entry),
             "exit_time": _utc(exit_),
@@ -77,7 +84,9 @@ def best_of(repeat: int, func):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--full-precision-prices", action="store_true", help="17-digit prices")
@@ -86,9 +95,7 @@ def main() -> None:
 
     rows = synthetic_rows(args.rows, full_precision_prices=args.full_precision_prices)
     fast_s, fast = best_of(args.repeat, lambda: encode_rows(rows, EXPORT_FIELDS))
-    print(
-        f"encode_rows: {args.rows / fast_s:>12,.0f} rows/s  ({fast_s:.3f} s, {len(fast) / 2**20:,.0f} MiB)"
-    )
+    print(f"encode_rows: {args.rows / fast_s:>12,.0f} rows/s  ({fast_s:.3f} s, {len(fast) / 2**20:,.0f} MiB)")
     if args.skip_reference:
         return
     slow_s, slow = best_of(args.repeat, lambda: to_jsonl(rows).encode("utf-8"))

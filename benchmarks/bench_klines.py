@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Kline dump reading benchmark: every committed day file under meta_pipeline_tests/klines, read 20 times.
 
-    python benchmarks/bench_klines.py [--rounds 20]
+    python benchmarks/bench_klines.py [--rounds 20] [--repeats 5]
 
 Prints milliseconds per day file for
 - ``pyarrow.csv.read_csv`` on the file (all columns, defaults): the floor;
@@ -9,8 +9,8 @@ Prints milliseconds per day file for
   ``read_kline_rows`` (read only), each before (the pandas implementation, copied below as it was)
   and after (``meta_pipeline.prices.files``).
 
-Each figure is the best of 3 repeats (the least disturbed by other load on the machine). The before and
-after frames are compared on every file first (they must be equal).
+Each figure is the best of 5 interleaved repeats (the least disturbed by other load on the machine).
+The before and after frames are compared on every file first (they must be equal).
 """
 
 from __future__ import annotations
@@ -92,39 +92,47 @@ def old_read_kline_csv(
 
 
 # ------------------------------------------------------------------------------------------- benchmark
-def ms_per_file(fn: Callable[[Path], object], files: list[Path], rounds: int, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(rounds):
-            for path in files:
-                fn(path)
-        best = min(best, time.perf_counter() - t0)
-    return best / (rounds * len(files)) * 1e3
+def timed(fn: Callable[[Path], object], files: list[Path], rounds: int) -> float:
+    """Milliseconds per file for ``rounds`` reads of every file."""
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for path in files:
+            fn(path)
+    return (time.perf_counter() - t0) / (rounds * len(files)) * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="reads of every file per repeat (20)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats, the best one counts (5)")
     args = parser.parse_args()
     files = sorted(KLINES.glob("*/*-1m-*.csv"))
     rows = sum(len(old_read_kline_rows(p)) for p in files)
-    print(f"{len(files)} day files, {rows} rows, each read {args.rounds} times (best of 3)")
+    print(
+        f"{len(files)} day files, {rows} rows; every file read {args.rounds} times, best of {args.repeats} repeats"
+    )
 
     for path in files:  # the frames must not change
         pd.testing.assert_frame_equal(read_kline_rows(path), old_read_kline_rows(path), check_exact=True)
         pd.testing.assert_frame_equal(read_kline_csv(path), old_read_kline_csv(path), check_exact=True)
 
-    floor = ms_per_file(pa_csv.read_csv, files, args.rounds)
+    cases = {
+        "floor": pa_csv.read_csv,
+        "read_kline_csv before": old_read_kline_csv,
+        "read_kline_csv after": read_kline_csv,
+        "read_kline_rows before": old_read_kline_rows,
+        "read_kline_rows after": read_kline_rows,
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(args.repeats):  # interleaved, so that load on the machine hits every case alike
+        for name, fn in cases.items():
+            best[name] = min(best[name], timed(fn, files, args.rounds))
+    floor = best["floor"]
     print(f"{'pyarrow.csv.read_csv (floor)':32s} {floor:7.3f} ms/file")
-    for name, before, after in [
-        ("read_kline_csv", old_read_kline_csv, read_kline_csv),
-        ("read_kline_rows", old_read_kline_rows, read_kline_rows),
-    ]:
-        b = ms_per_file(before, files, args.rounds)
-        a = ms_per_file(after, files, args.rounds)
+    for name in ("read_kline_csv", "read_kline_rows"):
+        b, a = best[f"{name} before"], best[f"{name} after"]
         print(
-            f"{name:32s} before {b:7.3f}  after {a:7.3f} ms/file  ({b / a:4.1f}x, {a / floor:4.2f}x the floor)"
+            f"{name:32s} before {b:7.3f}  after {a:7.3f} ms/file  ({b / a:4.1f}x faster, {a / floor:4.2f}x the floor)"
         )
 
 

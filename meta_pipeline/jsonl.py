@@ -31,6 +31,7 @@ are dumped fails on a lone surrogate (``.encode``); the same priority is kept he
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -55,8 +56,23 @@ _UTC_NAMES = {"UTC", "Etc/UTC", "utc", "Etc/Universal", "Universal", "Zulu", "Et
 # Arrow writes fixed notation for decimal exponents -6..9, Python's repr for -4..15
 _FIXED_LOW, _FIXED_HIGH = 1e-4, 1e10
 
-# a column's encoding: JSON text pieces to concatenate per row — literal ``str`` (same in every row)
-# or a ``pa.StringArray`` with one (non-null) value per row
+# small-cardinality columns as (texts, codes): folding the constant key text around them and
+# combining neighbours happens on the few texts, so the row-wise join has fewer pieces
+_MAX_TABLE = 4096
+
+
+class _Table:
+    """One JSON text per row as ``texts[codes[row]]`` (texts are valid UTF-8)."""
+
+    def __init__(self, texts: list[str], codes: np.ndarray):
+        self.texts, self.codes = texts, codes
+
+    def materialize(self) -> pa.Array:
+        return pa.array(self.texts, type=pa.string()).take(pa.array(self.codes))
+
+
+# a column's encoding: JSON text pieces to concatenate per row — literal ``str`` (same in every row),
+# a ``_Table`` or a ``pa.StringArray`` with one (non-null) value per row
 Parts = list
 
 
@@ -122,7 +138,7 @@ def encode_rows(rows: pd.DataFrame, fields: Sequence[str]) -> bytes:
     if encode_errors:
         raise encode_errors[0]
     parts.append("}\n")
-    return _join(_merge_literals(parts), n)
+    return _join(_simplify(parts), n)
 
 
 # ---------------------------------------------------------------------------------------- columns
@@ -146,9 +162,9 @@ def _encode_values(series: pd.Series) -> Parts:
         if dtype.kind == "f":
             return [_float_fragments(series.to_numpy(dtype=np.float64))]
         if dtype.kind in "iu":
-            return [pc.cast(pa.array(series.to_numpy()), pa.string())]
+            return [_int_fragments(series.to_numpy())]
         if dtype.kind == "b":
-            return [pa.array(["false", "true"]).take(pa.array(series.to_numpy().view(np.uint8)))]
+            return [_Table(["false", "true"], series.to_numpy().view(np.uint8).astype(np.int32))]
     strings = _arrow_strings(series)
     if strings is not None:
         return _string_parts(strings, missing="null")
@@ -205,11 +221,14 @@ def _encode_categorical(series: pd.Series, missing: str) -> Parts | None:
     codes = series.cat.codes.to_numpy()
     texts = [_dumps(c) for c in categories.tolist()] + [missing]
     try:
-        table = pa.array(texts, type=pa.string())
+        for text in texts:
+            text.encode("utf-8")
     except UnicodeEncodeError:
         return None  # an error only if a row uses it: let the per-value path decide
     index = np.where(codes < 0, len(categories), codes).astype(np.int32)
-    return [table.take(pa.array(index))]
+    if len(texts) > _MAX_TABLE:
+        return [_Table(texts, index).materialize()]
+    return [_Table(texts, index)]
 
 
 def _arrow_strings(series: pd.Series) -> pa.Array | None:
@@ -221,7 +240,7 @@ def _arrow_strings(series: pd.Series) -> pa.Array | None:
             array = pa.array(series.array)
         except UnicodeEncodeError as error:
             raise _EncodeError(error) from None
-    elif dtype == object:
+    elif isinstance(dtype, np.dtype) and dtype.kind == "O":
         values = series.to_numpy()
         if not _is_str_index(values):
             return None
@@ -269,17 +288,50 @@ def _rows_needing_escape(array: pa.Array) -> np.ndarray:
     return np.unique(rows)
 
 
-def _replace_rows(array: pa.Array, rows: np.ndarray, texts: list[str], n: int) -> pa.Array:
+def _replace_rows(array: pa.Array, rows: np.ndarray, texts: list[str] | pa.Array, n: int) -> pa.Array:
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
-    return pc.replace_with_mask(array, pa.array(mask), _to_arrow(texts))
+    return pc.replace_with_mask(
+        array, pa.array(mask), texts if isinstance(texts, pa.Array) else _to_arrow(texts)
+    )
 
 
 # ---------------------------------------------------------------------------------------- numbers
 
 
+def _int_fragments(values: np.ndarray) -> _Table | pa.Array:
+    if len(values):
+        low, high = int(values.min()), int(values.max())
+        if high - low < _MAX_TABLE:
+            return _Table([str(v) for v in range(low, high + 1)], (values - low).astype(np.int32))
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _run_starts(bits: np.ndarray) -> np.ndarray | None:
+    """Where a new run of equal values starts, when runs make at least a quarter of the rows
+    repeats (reconciled rows repeat every signal-level field once per horizon)."""
+    if len(bits) < 64:
+        return None
+    starts = np.empty(len(bits), dtype=bool)
+    starts[0] = True
+    np.not_equal(bits[1:], bits[:-1], out=starts[1:])
+    return starts if np.count_nonzero(starts) <= 0.75 * len(bits) else None
+
+
 def _float_fragments(x: np.ndarray) -> pa.Array:
     """Python ``repr`` of each float as ``json.dumps`` writes it; NaN → null, ±inf raises."""
+    starts = _run_starts(x.view(np.int64))  # bitwise: -0.0 and 0.0 differ
+    if starts is not None:
+        heads = np.flatnonzero(starts)
+        try:
+            text = _float_fragments_of(x[heads])
+        except _CellError as failure:
+            raise _CellError(int(heads[failure.row]), failure.error) from None
+        return text.take(pa.array(np.cumsum(starts, dtype=np.int64) - 1))
+    return _float_fragments_of(x)
+
+
+def _float_fragments_of(x: np.ndarray) -> pa.Array:
     n = len(x)
     with np.errstate(invalid="ignore"):
         nan = np.isnan(x)
@@ -295,13 +347,16 @@ def _float_fragments(x: np.ndarray) -> pa.Array:
         whole = fixed & (x == np.floor(x))
     text = pc.cast(pa.array(x), pa.string())
     if whole.any():  # Arrow writes 2.0 as "2", Python as "2.0"
-        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, ".0", ""), text)
+        rows = np.flatnonzero(whole)
+        patched = pc.binary_join_element_wise(text.take(pa.array(rows)), ".0", "")
+        text = _replace_rows(text, rows, patched, n)
     other = ~fixed & ~nan
     if other.any():
         rows = np.flatnonzero(other)
         text = _replace_rows(text, rows, list(map(float.__repr__, x[rows].tolist())), n)
     if nan.any():
-        text = pc.if_else(pa.array(nan), pa.scalar("null"), text)
+        rows = np.flatnonzero(nan)
+        text = _replace_rows(text, rows, pa.repeat(pa.scalar("null"), len(rows)), n)
     return text
 
 
@@ -309,7 +364,7 @@ def _encode_horizon(series: pd.Series) -> Parts:
     # export: int(h) if float(h).is_integer() else float(h)
     dtype = series.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
-        return [pc.cast(pa.array(series.to_numpy()), pa.string())]
+        return [_int_fragments(series.to_numpy())]
     if not (isinstance(dtype, np.dtype) and dtype.kind == "f"):
         return _generic(series.tolist(), convert=lambda h: int(h) if float(h).is_integer() else float(h))
     x = series.to_numpy(dtype=np.float64)
@@ -349,6 +404,15 @@ def _encode_times(series: pd.Series) -> Parts:
     if epoch is None:
         return _generic(_iso_utc(series))
     values, per_second = epoch
+    starts = _run_starts(values)
+    if starts is None:
+        return _time_parts(values, per_second, series)
+    parts = _time_parts(values[starts], per_second, series)
+    index = pa.array(np.cumsum(starts, dtype=np.int64) - 1)
+    return [p if isinstance(p, str) else p.take(index) for p in parts]
+
+
+def _time_parts(values: np.ndarray, per_second: int, series: pd.Series) -> Parts:
     n = len(values)
     nat = values == _NAT
     has_nat = bool(nat.any())
@@ -392,7 +456,7 @@ def _epoch_values(series: pd.Series) -> tuple[np.ndarray, int] | None:
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         tz = dtype.tz
-        if str(tz) not in _UTC_NAMES and tz is not datetime.timezone.utc:
+        if str(tz) not in _UTC_NAMES and tz is not datetime.UTC:
             return None
         unit = dtype.unit
     elif isinstance(dtype, np.dtype) and dtype.kind == "M":
@@ -468,37 +532,61 @@ def _fraction_table() -> pa.Array:
 # ------------------------------------------------------------------------------------------- join
 
 
-def _merge_literals(parts: Parts) -> Parts:
+def _simplify(parts: Parts) -> list[str | pa.Array]:
+    """Fold the constant text into neighbouring tables, combine neighbouring tables, materialize."""
     merged: Parts = []
     for part in parts:
         if isinstance(part, str) and merged and isinstance(merged[-1], str):
             merged[-1] += part
         else:
             merged.append(part)
-    return merged
+    folded: Parts = []
+    for i, part in enumerate(merged):
+        if isinstance(part, str) and i + 1 < len(merged) and isinstance(merged[i + 1], _Table):
+            table = merged[i + 1]
+            merged[i + 1] = _Table([part + text for text in table.texts], table.codes)
+        elif isinstance(part, str) and folded and isinstance(folded[-1], _Table):
+            table = folded[-1]
+            folded[-1] = _Table([text + part for text in table.texts], table.codes)
+        elif (
+            isinstance(part, _Table)
+            and folded
+            and isinstance(folded[-1], _Table)
+            and len(part.texts) * len(folded[-1].texts) <= _MAX_TABLE
+        ):
+            left = folded[-1]
+            texts = [a + b for a in left.texts for b in part.texts]
+            folded[-1] = _Table(texts, left.codes * np.int32(len(part.texts)) + part.codes)
+        else:
+            folded.append(part)
+    return [p.materialize() if isinstance(p, _Table) else p for p in folded]
 
 
-def _join(parts: Parts, n: int) -> bytes:
-    """Concatenate the pieces row by row; the joined rows' data buffer is the file."""
-    views = []
+def _join(parts: list[str | pa.Array], n: int) -> bytes:
+    """Concatenate the pieces row by row, a block of rows at a time; each block's joined rows are one
+    contiguous buffer, appended to the output (and freed, so the next block reuses the memory)."""
+    if not any(isinstance(p, pa.Array) for p in parts):  # no fields: the same text on every row
+        return "".join(parts).encode("utf-8") * n
+    out = io.BytesIO()
     for start in range(0, n, BLOCK_ROWS):
-        views.extend(_join_block(parts, start, min(n, start + BLOCK_ROWS)))
-    return b"".join(views)
+        _join_block(parts, start, min(n, start + BLOCK_ROWS), out)
+    return out.getvalue()
 
 
-def _join_block(parts: Parts, start: int, stop: int) -> list[memoryview]:
+def _join_block(parts: list[str | pa.Array], start: int, stop: int, out: io.BytesIO) -> None:
     pieces = [p if isinstance(p, str) else p.slice(start, stop - start) for p in parts]
     try:
-        if len(pieces) == 1:  # no array at all (no fields): the literal repeated
-            return [memoryview(pieces[0].encode("utf-8") * (stop - start))]
         joined = pc.binary_join_element_wise(*pieces, "")
-    except (pa.ArrowCapacityError, pa.ArrowInvalid):
+    except (pa.ArrowCapacityError, pa.ArrowInvalid):  # a block of more than 2 GiB of text
         if stop - start < 2:
             raise
         middle = (start + stop) // 2
-        return _join_block(parts, start, middle) + _join_block(parts, middle, stop)
+        _join_block(parts, start, middle, out)
+        _join_block(parts, middle, stop, out)
+        return
     if joined.null_count:
         raise AssertionError("a JSON fragment is missing")
     _, offsets, data = joined.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
-    return [memoryview(data)[int(bounds[0]) : int(bounds[-1])]]
+    with memoryview(data) as view:
+        out.write(view[int(bounds[0]) : int(bounds[-1])])
