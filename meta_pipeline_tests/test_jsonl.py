@@ -142,7 +142,7 @@ def _one_row(**overrides) -> pd.DataFrame:
 def test_known_line():
     line = encode_rows(_one_row().head(1), EXPORT_FIELDS)
     assert line == (
-        b'{"ts": "2024-03-01T10:00:00.123456Z", "agent": "a", "run_id": "r", "symbol": "BTCUSDT", '
+        b'{"ts": "2024-03-01T10:00:00.123456789Z", "agent": "a", "run_id": "r", "symbol": "BTCUSDT", '
         b'"direction": "LONG", "entry_price": 1.5, "exit_price": 2.0, "horizon_hours": 4, '
         b'"realized_pnl_bps": 1e-05, "regime": "trend", "confidence": null, "score_final": -0.0, '
         b'"instrument": "BTCUSDT", "entry_time": "2024-03-01T10:01:00Z", "exit_time": null, '

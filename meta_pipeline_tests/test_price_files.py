@@ -220,26 +220,28 @@ def assert_same_outcome(got, want) -> None:
 
 
 def assert_reads_like_before(path: Path, **kwargs) -> None:
-    """Rows, checked bars, reject counts and errors exactly as the pandas reader + validate_bars gave."""
-    assert_same_outcome(
-        outcome(read_kline_rows, path, **kwargs), outcome(old_read_kline_rows, path, **kwargs)
-    )
-    for start, end in [
-        (None, None),
-        (ts("2024-03-01 12:00"), None),
-        (None, ts("2025-10-30 06:30")),
-        (ts("2025-10-30 00:00"), ts("2025-10-30 00:01")),
-        (ts("2030-01-01"), None),
-    ]:
+    """Rows, checked bars, reject counts and errors exactly as the pandas reader + validate_bars gave,
+    whole file and with bounds (one that cuts the file, one around a single minute, one past its end)."""
+    want_rows = outcome(old_read_kline_rows, path, **kwargs)
+    assert_same_outcome(outcome(read_kline_rows, path, **kwargs), want_rows)
+    bounds = [(None, None), (ts("2030-01-01"), None), (None, ts("2000-01-01"))]
+    if not isinstance(want_rows, Exception) and len(want_rows):
+        t = want_rows["open_time"].sort_values().reset_index(drop=True)
+        mid = t[len(t) // 2]
+        bounds += [
+            (mid, None),
+            (None, mid),
+            (t[0], t[0] + pd.Timedelta(minutes=1)),
+            (mid.floor("h"), mid.ceil("h")),
+        ]
+    for start, end in bounds:
         assert_same_outcome(
             outcome(read_kline_csv_checked, path, start=start, end=end, **kwargs),
             outcome(old_read_kline_csv_checked, path, start=start, end=end, **kwargs),
         )
+    want = outcome(old_read_kline_csv_checked, path, **kwargs)
     assert_same_outcome(
-        outcome(read_kline_csv, path, **kwargs),
-        outcome(old_read_kline_csv_checked, path, **kwargs)[0]
-        if not isinstance(outcome(old_read_kline_csv_checked, path, **kwargs), Exception)
-        else outcome(old_read_kline_csv_checked, path, **kwargs),
+        outcome(read_kline_csv, path, **kwargs), want if isinstance(want, Exception) else want[0]
     )
 
 
