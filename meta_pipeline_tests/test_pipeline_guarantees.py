@@ -277,3 +277,22 @@ def test_a_signal_one_nanosecond_after_the_minute_is_priced_from_the_next_bar(
     assert set(rows["entry_time"].dt.strftime("%H:%M")) == {"10:01"}  # 10:00 opened before the signal
     btc = market_bars[market_bars["instrument"] == "BTCUSDT"].set_index("open_time")["open"]
     assert rows["entry_price"].iloc[0] == btc[pd.Timestamp("2024-03-05T10:01Z")]
+
+
+def test_a_range_runs_metadata_per_partition_does_not_grow_with_the_range(tmp_path, fake_exchange):
+    """Each partition of a range run stores the run's metadata: it must stay a bounded size, so the
+    event log grows with the number of partitions, not with its square."""
+    lines = [(f"2024-03-{d:02d}T10:00:00Z", f"r{d}", "BTC", "LONG") for d in range(1, 21)]
+
+    def largest_event(root, last_day):
+        _write_inputs(root, lines)
+        result = _run(root, fake_exchange, "2024-03-01", last_day)
+        sizes = [
+            len(json.dumps({k: str(v.value) for k, v in e.materialization.metadata.items()}))
+            for e in result.get_asset_materialization_events()
+        ]
+        return max(sizes)
+
+    short = largest_event(tmp_path / "short", "2024-03-05")
+    long = largest_event(tmp_path / "long", "2024-05-01")  # 62 days
+    assert long < 1.6 * short and long < 20_000, (short, long)

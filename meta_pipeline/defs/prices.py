@@ -101,6 +101,7 @@ def report_metadata(table: pd.DataFrame) -> dict:
         "bars_dropped": int(table["dropped"].sum()),
         "problems": int(table["problem"].astype(bool).sum()),
         "by_source": counts_table(table["source"].fillna("none").value_counts(), "source", "symbol-days"),
-        "per_day": markdown_table(per_day, empty="_no symbol-days_"),
+        # a range run's metadata is stored with every one of its days: keep it a bounded size
+        "per_day": frame_preview(per_day, 31) if len(per_day) else markdown_table(per_day, empty="_no symbol-days_"),
         "symbol_days_table": frame_preview(table, 60),
     }

@@ -84,7 +84,7 @@ def reconciled_trades(
             **summary_metadata(rows, exported, str(data_root.reconciled_days_dir)),
             # a range run's metadata is shown on each of its days: say it is the run's
             "blocked_days_in_run": len(blocked),
-            "blocked_in_run": markdown_table(blocked, empty="_none_"),
+            "blocked_in_run": frame_preview(blocked, 31) if len(blocked) else markdown_table(blocked, empty="_none_"),
         }
     )
 

@@ -217,7 +217,7 @@ def _clean_bars(
     (the usual daily dump), built straight from the columns; ``None`` as soon as any row in range might
     be dropped, and the caller then runs :func:`validate_bars` itself.
 
-    The test below only ever says "nothing to drop" for rows that pass every check of
+    The check below only ever says "nothing to drop" for rows that pass every check of
     :func:`validate_bars`: finite positive prices <= MAX_PRICE, a held open/close range, a whole minute,
     volume > 0 and a trade count that is not 0 (the test suite checks the two agree)."""
     t = cols.open_time_ns
