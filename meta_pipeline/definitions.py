@@ -15,5 +15,8 @@ from meta_pipeline.defs.resources import default_resources
 
 defs = dg.Definitions.merge(
     dg.components.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent),
-    dg.Definitions(resources=default_resources(SETTINGS)),
+    # In-process by default: a tick is a few seconds of work, and a subprocess per step (Dagster's
+    # default multiprocess executor) costs more than the steps. For a bigger machine or a cluster,
+    # set `execution: config: multiprocess:` in the launchpad / run config, or a k8s/celery executor.
+    dg.Definitions(resources=default_resources(SETTINGS), executor=dg.in_process_executor),
 )
