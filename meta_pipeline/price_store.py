@@ -112,20 +112,34 @@ class DayRefresh:
     report: list[dict] = field(default_factory=list)
 
 
+def needs_fetch(
+    day: date,
+    instruments: Iterable[str],
+    stored_bars: pd.DataFrame | None,
+    stored_sidecar: Mapping[str, dict] | None,
+) -> list[str]:
+    """The instruments of ``day`` whose stored bars are not settled (see :func:`is_final`)."""
+    counts = stored_bars["instrument"].value_counts() if stored_bars is not None and len(stored_bars) else {}
+    sidecar = stored_sidecar or {}
+    return [i for i in sorted(set(instruments)) if not is_final(sidecar.get(i), day, int(counts.get(i, 0)))]
+
+
 def refresh_day(
     day: date,
     instruments: Iterable[str],
     stored_bars: pd.DataFrame | None,
     stored_sidecar: Mapping[str, dict] | None,
-    fetch_day: Callable[[str, date], DayFetch],
+    fetch_day: Callable[[str, date], DayFetch] | Mapping[str, DayFetch],
 ) -> DayRefresh:
     """Bring one day's bars up to date for ``instruments``: settled symbol-days are taken from the
-    store, the others are fetched with ``fetch_day``.
+    store, the others from ``fetch_day`` — a function, or the fetches already made for the
+    instruments :func:`needs_fetch` named (so a run can fetch many symbol-days at once).
 
     A failed refetch keeps the bars an earlier run stored (a fault never throws data away), and
     instruments stored earlier but not asked for now are carried over unchanged, so a run that sees
     fewer signals (a missing or truncated input) never shrinks the cache.
     """
+    fetched = fetch_day if isinstance(fetch_day, Mapping) else None
     stored_sidecar = dict(stored_sidecar or {})
     stored_bars = stored_bars if stored_bars is not None else empty_bars()
     by_instrument = dict(tuple(stored_bars.groupby("instrument", sort=False))) if len(stored_bars) else {}
@@ -146,7 +160,7 @@ def refresh_day(
             keep(instrument)
             report.append(_report(day, instrument, CACHED, entry, requests=0))
             continue
-        fetch = fetch_day(instrument, day)
+        fetch = fetched[instrument] if fetched is not None else fetch_day(instrument, day)
         consistent = entry is not None and stored_rows == entry.get("present_bars", 0)
         if fetch.error and entry and entry.get("source") and consistent:
             keep(instrument)

@@ -12,6 +12,7 @@ from meta_pipeline.defs.resources import DataRoot, PriceSources
 from meta_pipeline.defs.run_liveness import record_this_process
 from meta_pipeline.storage import Warehouse
 
+DAYS_PER_BATCH = 10
 REPORT_COLUMNS = [
     "day", "instrument", "action", "source", "expected", "present", "gaps", "dropped", "requests", "problem",
 ]  # fmt: skip
@@ -56,23 +57,41 @@ def price_bars(
     warehouse = data_root.warehouse
     fetcher = price_sources.fetcher()
     report: list[dict] = []
-    for key in context.partition_keys:
-        day = date.fromisoformat(key)
-        refreshed = price_store.refresh_day(
-            day,
-            needed_instruments(warehouse, day),
-            warehouse.read_partition(names.PRICE_BARS, key),
-            warehouse.read_partition_facts(names.PRICE_BARS, key),
-            fetcher.fetch_day,
+    keys = context.partition_keys
+    # a few days at a time: their symbol-days are fetched concurrently, and memory stays bounded
+    for start in range(0, len(keys), DAYS_PER_BATCH):
+        batch = []
+        for key in keys[start : start + DAYS_PER_BATCH]:
+            day = date.fromisoformat(key)
+            stored = warehouse.read_partition(names.PRICE_BARS, key)
+            facts = warehouse.read_partition_facts(names.PRICE_BARS, key)
+            instruments = needed_instruments(warehouse, day)
+            batch.append(
+                (
+                    key,
+                    day,
+                    instruments,
+                    stored,
+                    facts,
+                    price_store.needs_fetch(day, instruments, stored, facts),
+                )
+            )
+        wanted = [(instrument, day) for _, day, _, _, _, todo in batch for instrument in todo]
+        fetched = (
+            fetcher.fetch_many(wanted, max_workers=price_sources.max_concurrent_fetches) if wanted else {}
         )
-        for row in refreshed.report:
-            if row["action"] != price_store.CACHED and row["problem"]:
-                context.log.error(f"{row['instrument']} {key}: {row['problem']}")
-        warehouse.write_partition(names.PRICE_BARS, key, refreshed.bars, facts=refreshed.sidecar)
-        report.extend(refreshed.report)
-        context.log.info(
-            f"price_bars {key}: {len(refreshed.bars):,} bars for {len(refreshed.sidecar)} instrument(s)"
-        )
+        for key, day, instruments, stored, facts, todo in batch:
+            refreshed = price_store.refresh_day(
+                day, instruments, stored, facts, {i: fetched[(i, day)] for i in todo}
+            )
+            for row in refreshed.report:
+                if row["action"] != price_store.CACHED and row["problem"]:
+                    context.log.error(f"{row['instrument']} {key}: {row['problem']}")
+            warehouse.write_partition(names.PRICE_BARS, key, refreshed.bars, facts=refreshed.sidecar)
+            report.extend(refreshed.report)
+            context.log.info(
+                f"price_bars {key}: {len(refreshed.bars):,} bars for {len(refreshed.sidecar)} instrument(s)"
+            )
     return dg.MaterializeResult(metadata=report_metadata(pd.DataFrame(report, columns=REPORT_COLUMNS)))
 
 
@@ -102,6 +121,8 @@ def report_metadata(table: pd.DataFrame) -> dict:
         "problems": int(table["problem"].astype(bool).sum()),
         "by_source": counts_table(table["source"].fillna("none").value_counts(), "source", "symbol-days"),
         # a range run's metadata is stored with every one of its days: keep it a bounded size
-        "per_day": frame_preview(per_day, 31) if len(per_day) else markdown_table(per_day, empty="_no symbol-days_"),
+        "per_day": frame_preview(per_day, 31)
+        if len(per_day)
+        else markdown_table(per_day, empty="_no symbol-days_"),
         "symbol_days_table": frame_preview(table, 60),
     }

@@ -75,6 +75,8 @@ class PriceSources(dg.ConfigurableResource):
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES
     # no request is started after this long in one run; the days left are fetched by later runs
     time_budget_seconds: float = 1800.0
+    # symbol-days fetched at once within a run (the exchange_api pool keeps it to one run at a time)
+    max_concurrent_fetches: int = 4
 
     def fetcher(self) -> PriceFetcher:
         """A fetcher with one pooled HTTP session per source, for the duration of one run (the

@@ -1,15 +1,17 @@
 """1-minute price bars from Binance, Coinbase Exchange or local Binance dumps (pure Python, no Dagster).
 
-Start with :func:`build_sources` and :class:`PriceFetcher`; :class:`DayFetch` is what one
-(instrument, UTC day) fetch yields; :func:`validate_bars` decides which bars are usable prices.
-The rules are in docs/rules.md, *Prices*. :data:`SOURCE_NAMES`, :data:`DEFAULT_BINANCE_BASE_URL`
-and :data:`DEFAULT_COINBASE_BASE_URL` are the single definitions the settings import.
+Start with :func:`build_sources` and :class:`PriceFetcher` (``fetch_day``; ``fetch_many`` for many
+symbol-days on a bounded thread pool); :class:`DayFetch` is what one (instrument, UTC day) fetch
+yields; :func:`validate_bars` decides which bars are usable prices. The rules are in docs/rules.md,
+*Prices*. :data:`SOURCE_NAMES`, :data:`DEFAULT_BINANCE_BASE_URL` and :data:`DEFAULT_COINBASE_BASE_URL`
+are the single definitions the settings import.
 """
 
 from meta_pipeline.prices.binance import DEFAULT_BINANCE_BASE_URL, BinanceSource
 from meta_pipeline.prices.coinbase import DEFAULT_COINBASE_BASE_URL, CoinbaseSource
 from meta_pipeline.prices.fetcher import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_MAX_WORKERS,
     DEFAULT_TIME_BUDGET_SECONDS,
     SOURCE_NAMES,
     PriceFetcher,
@@ -18,7 +20,7 @@ from meta_pipeline.prices.fetcher import (
     parse_source_names,
 )
 from meta_pipeline.prices.files import FileSource, read_kline_csv, read_kline_csv_checked, read_kline_rows
-from meta_pipeline.prices.http import CountingRetry, JsonHttpClient
+from meta_pipeline.prices.http import CountingRetry, JsonHttpClient, RequestMeter, request_meter
 from meta_pipeline.prices.model import (
     BAR_COLUMNS,
     INVALID_REASONS,
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_BINANCE_BASE_URL",
     "DEFAULT_COINBASE_BASE_URL",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES",
+    "DEFAULT_MAX_WORKERS",
     "DEFAULT_TIME_BUDGET_SECONDS",
     "INVALID_REASONS",
     "MAX_PRICE",
@@ -56,6 +59,7 @@ __all__ = [
     "PriceFetcher",
     "PriceSource",
     "PriceSourceError",
+    "RequestMeter",
     "SourceBanned",
     "SymbolNotListed",
     "TimeBudgetExhausted",
@@ -67,5 +71,6 @@ __all__ = [
     "read_kline_csv",
     "read_kline_csv_checked",
     "read_kline_rows",
+    "request_meter",
     "validate_bars",
 ]

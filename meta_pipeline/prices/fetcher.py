@@ -31,16 +31,39 @@ Configuration is not read here: base URLs and source names are passed in (the de
 once, in ``meta_pipeline.settings``). :data:`SOURCE_NAMES`, ``DEFAULT_BINANCE_BASE_URL`` and
 ``DEFAULT_COINBASE_BASE_URL`` are the single definitions of the known sources and public endpoints.
 
-``DayFetch.requests`` is read from the sources' ``requests_made`` counters before and after each call,
-so one fetcher must not be shared by threads that fetch concurrently through the same sources.
+Concurrency: :meth:`PriceFetcher.fetch_many` fetches symbol-days on a bounded thread pool; one
+fetcher (and its sources) may serve any number of threads calling :meth:`~PriceFetcher.fetch_day`.
+
+- Each item's :class:`DayFetch` is what :meth:`~PriceFetcher.fetch_day` alone would return (same bars,
+  source, attempts, errors), as long as no limit trips in between: the limits below are shared, so
+  which items a ban, an open circuit or the spent budget reaches depends on timing.
+- ``DayFetch.requests`` is exact per call: an HTTP source reports every attempt (retries included) to
+  the calling thread's :func:`~meta_pipeline.prices.http.request_meter`, so it is not a difference of
+  shared counters that other threads move. A source without that support
+  (``reports_to_request_meter``) is counted by the difference of its ``requests_made`` before and
+  after the call, exact only if it makes no requests (:class:`FileSource`) or is not called
+  concurrently.
+- Circuit breaker: the counts and the open circuits are shared and updated under a lock, in the
+  order the symbol-days *complete*: N consecutive failures means N failed symbol-days of that source
+  with no success completing in between. Calls already under way when the circuit opens finish
+  (each may retry), so a failing source can cost up to ``max_workers - 1`` symbol-days more than
+  sequentially; every symbol-day started after that skips it and says why. A success completing
+  after the circuit opened resets the count but does not close the circuit.
+- Ban: the first HTTP 418 on any thread bans the source for every thread at once: the HTTP client
+  starts no further attempt (no new call, no retry, no next page), the in-flight calls end with
+  :class:`SourceBanned`, and later symbol-days skip the source.
+- Time budget: one deadline for all threads (from the fetcher's creation); every thread's HTTP calls
+  are cut at it, and every symbol-day started after it returns the budget error without a request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +71,7 @@ import pandas as pd
 from meta_pipeline.prices.binance import DEFAULT_BINANCE_BASE_URL, BinanceSource
 from meta_pipeline.prices.coinbase import DEFAULT_COINBASE_BASE_URL, CoinbaseSource
 from meta_pipeline.prices.files import FileSource
-from meta_pipeline.prices.http import Timeout
+from meta_pipeline.prices.http import Timeout, request_meter
 from meta_pipeline.prices.model import (
     MINUTE,
     NO_TRADE,
@@ -71,6 +94,7 @@ log = logging.getLogger(__name__)
 SOURCE_NAMES = ("binance", "coinbase", "files")
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
 DEFAULT_TIME_BUDGET_SECONDS = 600.0
+DEFAULT_MAX_WORKERS = 4
 
 
 def _default_now() -> pd.Timestamp:
@@ -125,6 +149,11 @@ class PriceFetcher:
     for tests. ``max_consecutive_failures`` (default 3; ``None`` = never) opens a source's circuit;
     ``time_budget_seconds`` (default 600 s; ``None`` = unlimited) bounds the fetcher's life. Raises
     ``ValueError`` for no sources, repeated source names, or a limit that is not positive.
+
+    Thread-safe: :meth:`fetch_day` may be called from several threads at once, and
+    :meth:`fetch_many` does so on its own pool (module docstring, *Concurrency*). ``banned``,
+    ``circuit_open`` and ``consecutive_failures`` are the shared limit state; read them under
+    no lock only when no fetch is running.
     """
 
     def __init__(
@@ -157,6 +186,7 @@ class PriceFetcher:
         self.banned: dict[str, str] = {}
         self.circuit_open: dict[str, str] = {}
         self.consecutive_failures: dict[str, int] = dict.fromkeys(names, 0)
+        self._lock = threading.Lock()  # guards banned, circuit_open, consecutive_failures
 
     # -- limits ------------------------------------------------------------------------------------
     def time_left(self) -> float | None:
@@ -172,18 +202,70 @@ class PriceFetcher:
         return f"run time budget of {self.time_budget_seconds:g} s exhausted"
 
     def _failed(self, name: str, why: str) -> None:
-        n = self.consecutive_failures.get(name, 0) + 1
-        self.consecutive_failures[name] = n
-        limit = self.max_consecutive_failures
-        if limit is not None and n >= limit and name not in self.circuit_open:
-            self.circuit_open[name] = f"circuit open after {n} consecutive failed symbol-days (last: {why})"
-            log.error("price source %s skipped for the rest of this run: %s", name, self.circuit_open[name])
+        with self._lock:
+            n = self.consecutive_failures.get(name, 0) + 1
+            self.consecutive_failures[name] = n
+            limit = self.max_consecutive_failures
+            opened = None
+            if limit is not None and n >= limit and name not in self.circuit_open:
+                opened = self.circuit_open[name] = (
+                    f"circuit open after {n} consecutive failed symbol-days (last: {why})"
+                )
+        if opened:
+            log.error("price source %s skipped for the rest of this run: %s", name, opened)
+
+    def _succeeded(self, name: str) -> None:
+        with self._lock:
+            self.consecutive_failures[name] = 0
+
+    def _ban(self, name: str, why: str) -> bool:
+        """Record that ``name`` banned us; ``True`` for the first report (any thread)."""
+        with self._lock:
+            if name in self.banned:
+                return False
+            self.banned[name] = why
+            return True
+
+    def _skip_reason(self, source: PriceSource) -> str | None:
+        """Why ``source`` is not to be called any more in this fetcher's life, or ``None``. A ban the
+        source itself knows of (another thread's call got the 418 and has not reported it yet)
+        counts too."""
+        name = source.name
+        own = getattr(source, "banned", None)
+        if isinstance(own, str) and own and self._ban(name, f"{name}: {own}"):
+            log.error(
+                "price source %s is BANNED (HTTP 418); skipping it for the rest of this run: %s", name, own
+            )
+        with self._lock:
+            if name in self.banned:
+                return f"{name}: skipped, banned earlier in this run ({self.banned[name]})"
+            if name in self.circuit_open:
+                return f"{name}: skipped, {self.circuit_open[name]}"
+        return None
+
+    @staticmethod
+    def _call(
+        source: PriceSource, instrument: str, start: pd.Timestamp, end: pd.Timestamp
+    ) -> tuple[pd.DataFrame | None, dict[str, int], Exception | None, int]:
+        """``(bars, rejected, exception, requests)`` of one source call; ``requests`` counts this
+        call's HTTP attempts only (module docstring, *Concurrency*)."""
+        metered = bool(getattr(source, "reports_to_request_meter", False))
+        before = 0 if metered else source.requests_made
+        bars: pd.DataFrame | None = None
+        rejected: dict[str, int] = {}
+        error: Exception | None = None
+        with request_meter() as meter:
+            try:
+                bars, rejected = fetch_validated(source, instrument, start, end)
+            except Exception as exc:  # sorted out by fetch_day
+                error = exc
+        requests = meter.count if metered else source.requests_made - before
+        return bars, rejected, error, requests
 
     # -- fetching ----------------------------------------------------------------------------------
     def fetch_day(self, instrument: str, day: dt.date) -> DayFetch:
         """One (instrument, UTC day): see the module docstring. Never raises for a source's fault."""
-        if isinstance(day, dt.datetime):
-            day = day.date()
+        day = _as_date(day)
         fetched_at = to_utc(self.now())
         result = DayFetch(instrument=instrument, day=day, fetched_at=fetched_at)
         day_start, day_end = day_bounds(day)
@@ -201,72 +283,61 @@ class PriceFetcher:
         out_of_time = False
         for source in self.sources:
             name = source.name
-            if name in self.banned:
-                msg = f"{name}: skipped, banned earlier in this run ({self.banned[name]})"
-                result.attempts.append(msg)
-                failures.append(msg)
-                continue
-            if name in self.circuit_open:
-                msg = f"{name}: skipped, {self.circuit_open[name]}"
-                result.attempts.append(msg)
-                failures.append(msg)
+            skipped = self._skip_reason(source)
+            if skipped is not None:
+                result.attempts.append(skipped)
+                failures.append(skipped)
                 continue
             if self.budget_exhausted:
                 out_of_time = True
                 break
             set_deadline = getattr(source, "set_deadline", None)
             if callable(set_deadline):
-                set_deadline(self.deadline, self.clock)
-            before = source.requests_made
-            try:
-                bars, rejected = fetch_validated(source, instrument, day_start, end)
-            except TimeBudgetExhausted as exc:
+                set_deadline(self.deadline, self.clock)  # the same values from every thread
+            bars, rejected, exc, requests = self._call(source, instrument, day_start, end)
+            result.requests += requests
+            if isinstance(exc, TimeBudgetExhausted):
                 msg = f"{name}: TimeBudgetExhausted: {exc}"
                 result.attempts.append(msg)
                 failures.append(msg)
                 out_of_time = True
                 break
-            except SourceBanned as exc:
-                self.banned[name] = str(exc)
-                log.error(
-                    "price source %s is BANNED (HTTP 418); skipping it for the rest of this run: %s",
-                    name,
-                    exc,
-                )
+            if isinstance(exc, SourceBanned):
+                if self._ban(name, str(exc)):
+                    log.error(
+                        "price source %s is BANNED (HTTP 418); skipping it for the rest of this run: %s",
+                        name,
+                        exc,
+                    )
                 msg = f"{name}: SourceBanned: {exc}"
                 result.attempts.append(msg)
                 failures.append(msg)
                 continue
-            except SymbolNotListed as exc:
+            if isinstance(exc, SymbolNotListed):
                 msg = f"{name}: SymbolNotListed: {exc}"
                 result.attempts.append(msg)
                 not_listed.append(msg)
                 continue
-            except PriceSourceError as exc:
-                why = f"{type(exc).__name__}: {exc}"
-                msg = f"{name}: {why}"
-                log.warning("%s %s: %s", instrument, day, msg)
-                result.attempts.append(msg)
-                failures.append(msg)
-                self._failed(name, why)
-                continue
-            except Exception as exc:  # a bug in one source must not stop the others
-                log.exception("%s %s: price source %s crashed", instrument, day, name)
-                why = f"unexpected {type(exc).__name__}: {exc}"
+            if exc is not None:
+                if isinstance(exc, PriceSourceError):
+                    why = f"{type(exc).__name__}: {exc}"
+                    log.warning("%s %s: %s: %s", instrument, day, name, why)
+                else:  # a bug in one source must not stop the others
+                    log.error("%s %s: price source %s crashed", instrument, day, name, exc_info=exc)
+                    why = f"unexpected {type(exc).__name__}: {exc}"
                 msg = f"{name}: {why}"
                 result.attempts.append(msg)
                 failures.append(msg)
                 self._failed(name, why)
                 continue
-            finally:
-                result.requests += source.requests_made - before
+            assert bars is not None
             dropped = f" (dropped: {describe_counts(rejected)})" if rejected else ""
             if bars.empty:
                 msg = f"{name}: no bars{dropped}"
                 result.attempts.append(msg)
                 failures.append(msg)
                 continue
-            self.consecutive_failures[name] = 0
+            self._succeeded(name)
             result.bars = bars
             result.source = name
             result.no_trade_bars = rejected.get(NO_TRADE, 0)
@@ -284,9 +355,47 @@ class PriceFetcher:
             result.error = "no source supplied bars: " + "; ".join(failures + not_listed)
         return result
 
-    def fetch_days(self, instrument: str, days: Sequence[dt.date]) -> list[DayFetch]:
-        """:meth:`fetch_day` for each day, in order."""
-        return [self.fetch_day(instrument, d) for d in days]
+    def fetch_days(self, instrument: str, days: Sequence[dt.date], max_workers: int = 1) -> list[DayFetch]:
+        """:meth:`fetch_day` for each day, in order (``max_workers > 1``: through :meth:`fetch_many`;
+        a day given twice is fetched once)."""
+        if max_workers == 1:
+            return [self.fetch_day(instrument, d) for d in days]
+        fetched = self.fetch_many([(instrument, d) for d in days], max_workers=max_workers)
+        return [fetched[(instrument, _as_date(d))] for d in days]
+
+    def fetch_many(
+        self, items: Sequence[tuple[str, dt.date]], max_workers: int = DEFAULT_MAX_WORKERS
+    ) -> dict[tuple[str, dt.date], DayFetch]:
+        """:meth:`fetch_day` for each ``(instrument, day)``, at most ``max_workers`` at a time.
+
+        Returns ``{(instrument, day): DayFetch}`` in the order of ``items`` (a ``datetime`` day is
+        keyed by its date; an item given twice is fetched once). Each result is what
+        :meth:`fetch_day` would have returned for it alone; the circuit breaker, bans and the time
+        budget are shared by all threads (module docstring, *Concurrency*). Work starts in item order.
+        ``max_workers=1`` is the plain sequential loop on the calling thread. A ``fetch_day`` that
+        raises (a bug: source faults never raise) cancels the items not started, lets the running
+        ones finish, and is re-raised (the first in item order). ``ValueError`` for ``max_workers``
+        not a positive integer.
+        """
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
+        keys = list(dict.fromkeys((instrument, _as_date(day)) for instrument, day in items))
+        if max_workers == 1 or len(keys) <= 1:
+            return {key: self.fetch_day(*key) for key in keys}
+        pool = ThreadPoolExecutor(max_workers=min(max_workers, len(keys)), thread_name_prefix="price-fetch")
+        try:
+            futures = {key: pool.submit(self.fetch_day, *key) for key in keys}
+            return {key: future.result() for key, future in futures.items()}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a no-op after success
+            for source in self.sources:  # the pool's threads have ended: close their sessions
+                release = getattr(source, "release_idle_sessions", None)
+                if callable(release):
+                    release()
+
+
+def _as_date(day: dt.date) -> dt.date:
+    return day.date() if isinstance(day, dt.datetime) else day
 
 
 def build_sources(

@@ -1,5 +1,6 @@
-"""HTTP for the exchange clients: one pooled ``requests.Session`` per source, urllib3 retries with
-exponential backoff that honour ``Retry-After``, exact attempt counting, and JSON validation.
+"""HTTP for the exchange clients: pooled ``requests.Session`` s (one per source and thread), urllib3
+retries with exponential backoff that honour ``Retry-After``, exact attempt counting (per source and
+per call), and JSON validation.
 
 Layers, from the socket up:
 
@@ -19,15 +20,33 @@ Layers, from the socket up:
    the call then raises :class:`TimeBudgetExhausted`. One call can overrun the deadline by little
    more than the time to open a connection, instead of ``(max_retries + 1) × read timeout`` plus
    every sleep.
+5. Concurrency (``PriceFetcher.fetch_many`` calls one client from several threads):
+
+   - Sessions: each thread gets its own ``requests.Session`` (own ``HTTPAdapter`` and urllib3 pool),
+     created on the thread's first request. urllib3's pools are thread-safe, but ``requests.Session``
+     is not documented as such (cookie jar, adapters and settings are mutable session state), so no
+     session is shared between threads. The cost is one keep-alive connection per worker and host,
+     the same as a shared pool sized for the workers would hold. :meth:`JsonHttpClient.release_idle_sessions`
+     closes the sessions of threads that have ended (the fetcher calls it after its pool shuts down);
+     :meth:`JsonHttpClient.close` closes all of them.
+   - Counting: ``requests_made`` (the client's total) is updated under a lock. Every attempt is
+     also reported to the calling thread's active :func:`request_meter` s (retries are granted on the
+     thread that made the request), so a caller can count the attempts of one call exactly while other
+     threads use the same client.
+   - Ban: the first 418 sets :attr:`JsonHttpClient.banned` (under the lock, first reason wins); from
+     then on no thread starts another attempt on that client: calls refuse, a payload retry loop
+     stops, and a urllib3 retry of a 429/5xx or connection error is not granted (or called off after
+     its sleep). An attempt already on the wire finishes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -48,12 +67,56 @@ class _BudgetSpent(Exception):
     """urllib3-level reason for stopping the retries: the run's time budget is spent."""
 
 
+class _Stopped(Exception):
+    """urllib3-level reason for stopping the retries: the source banned us (on another thread)."""
+
+
+# ------------------------------------------------------------------------------- per-call counting
+class RequestMeter:
+    """HTTP attempts made on one thread while the meter was active (see :func:`request_meter`)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __repr__(self) -> str:
+        return f"RequestMeter(count={self.count})"
+
+
+_meters = threading.local()
+
+
+@contextlib.contextmanager
+def request_meter() -> Iterator[RequestMeter]:
+    """Count the HTTP attempts every :class:`JsonHttpClient` makes *on this thread* inside the block
+    (retries included, attempts called off excluded), whatever other threads do with the same
+    clients meanwhile. Meters nest: an attempt counts in every meter active on the thread."""
+    meter = RequestMeter()
+    stack: list[RequestMeter] = _meters.__dict__.setdefault("stack", [])
+    stack.append(meter)
+    try:
+        yield meter
+    finally:
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is meter:
+                del stack[i]
+                break
+
+
+def _meter(delta: int) -> None:
+    for meter in getattr(_meters, "stack", ()):
+        meter.count += delta
+
+
 class CountingRetry(Retry):
     """``Retry`` that calls ``on_retry()`` each time it grants another attempt, caps any
     ``Retry-After`` sleep at ``max_retry_after`` seconds (works on every urllib3 2.x), and, when
     ``remaining()`` returns seconds (the run's time budget; ``None`` = no budget), grants no attempt
     once they are spent and cuts every sleep to them. A retry granted and then called off because the
-    budget ran out during its sleep calls ``on_cancel()``, so that attempt counts stay exact."""
+    budget ran out during its sleep calls ``on_cancel()``, so that attempt counts stay exact.
+    ``stopped()`` returning true (the source banned us, seen by another thread) stops the retries the
+    same way as a spent budget."""
 
     def __init__(
         self,
@@ -62,6 +125,7 @@ class CountingRetry(Retry):
         max_retry_after: float | None = None,
         remaining: Callable[[], float | None] | None = None,
         on_cancel: Callable[[], None] | None = None,
+        stopped: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -69,6 +133,7 @@ class CountingRetry(Retry):
         self.max_retry_after = max_retry_after
         self.remaining = remaining
         self.on_cancel = on_cancel
+        self.stopped = stopped
 
     def new(self, **kw: Any) -> CountingRetry:
         retry = super().new(**kw)
@@ -76,21 +141,28 @@ class CountingRetry(Retry):
         retry.max_retry_after = self.max_retry_after
         retry.remaining = self.remaining
         retry.on_cancel = self.on_cancel
+        retry.stopped = self.stopped
         return retry
 
     def _left(self) -> float | None:
         return self.remaining() if self.remaining is not None else None
 
+    def _stopped(self) -> bool:
+        return self.stopped is not None and bool(self.stopped())
+
     def _stop(self, url: str | None = None, pool: Any = None) -> MaxRetryError:
+        if self._stopped():
+            return MaxRetryError(pool, url or "", _Stopped("source banned: no further attempt"))
         return MaxRetryError(pool, url or "", _BudgetSpent("run time budget exhausted"))
 
     def increment(
         self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any
     ) -> CountingRetry:
         left = self._left()
-        if left is not None and left <= 0:
+        if (left is not None and left <= 0) or self._stopped():
             # For a 429/5xx urllib3 then returns the last response (raise_on_status=False); for a
-            # connection error or timeout it raises. JsonHttpClient turns both into TimeBudgetExhausted.
+            # connection error or timeout it raises. JsonHttpClient turns both into
+            # TimeBudgetExhausted (or SourceBanned when stopped by a ban).
             raise self._stop(url, kwargs.get("_pool"))
         retry = super().increment(method, url, *args, **kwargs)  # raises MaxRetryError when exhausted
         if self.on_retry is not None:
@@ -110,7 +182,7 @@ class CountingRetry(Retry):
             delay = min(delay, max(0.0, left))
         if delay > 0:
             time.sleep(delay)
-        if left is not None and (self._left() or 0.0) <= 0:
+        if (left is not None and (self._left() or 0.0) <= 0) or self._stopped():
             if self.on_cancel is not None:
                 self.on_cancel()  # the attempt granted by increment() will not be made
             raise self._stop()
@@ -133,7 +205,9 @@ class JsonHttpClient:
     the urllib3 retries of one call and the payload retries; ``backoff_factor``/``backoff_max`` shape
     the exponential backoff; ``max_retry_after`` caps how long a server's ``Retry-After`` can make us
     sleep; :meth:`set_deadline` bounds every call by the run's time budget (module docstring, 4).
-    Thread-safe counter; the session itself is meant for one thread at a time.
+
+    Safe to call from several threads at once (module docstring, 5): one session per thread, counter
+    and ban state under a lock, attempts reported to the calling thread's :func:`request_meter`.
     """
 
     def __init__(
@@ -161,6 +235,10 @@ class JsonHttpClient:
         self.deadline: float | None = None
         self.clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
+        self._user_agent = user_agent
+        self._pool_maxsize = pool_maxsize
+        self._local = threading.local()
+        self._sessions: dict[threading.Thread, requests.Session] = {}
         self.retry = CountingRetry(
             total=max_retries,
             connect=None,
@@ -177,23 +255,75 @@ class JsonHttpClient:
             max_retry_after=max_retry_after,
             remaining=self.remaining,
             on_cancel=self._uncount,
+            stopped=self._is_banned,
         )
-        self.session = requests.Session()
-        self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
-        adapter = HTTPAdapter(max_retries=self.retry, pool_connections=2, pool_maxsize=pool_maxsize)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
+    # -- sessions: one per thread (module docstring, 5) --------------------------------------------
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update({"User-Agent": self._user_agent, "Accept": "application/json"})
+        # The Retry is shared: urllib3 never mutates it (every increment() returns a new one).
+        adapter = HTTPAdapter(max_retries=self.retry, pool_connections=2, pool_maxsize=self._pool_maxsize)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    @property
+    def session(self) -> requests.Session:
+        """The calling thread's session, created on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._new_session()
+            self._local.session = session
+            with self._lock:
+                self._sessions[threading.current_thread()] = session
+        return session
+
+    def release_idle_sessions(self) -> int:
+        """Close the sessions of threads that have ended (their pooled connections with them);
+        return how many were closed."""
+        with self._lock:
+            dead = [t for t in self._sessions if not t.is_alive()]
+            sessions = [self._sessions.pop(t) for t in dead]
+        for session in sessions:
+            session.close()
+        return len(sessions)
+
+    def close(self) -> None:
+        """Close every thread's session; a later call opens new ones."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
+
+    # -- counting and ban state --------------------------------------------------------------------
     def _count(self) -> None:
         with self._lock:
             self.requests_made += 1
+        _meter(1)
 
     def _uncount(self) -> None:
         with self._lock:
             self.requests_made -= 1
+        _meter(-1)
 
-    def close(self) -> None:
-        self.session.close()
+    def _is_banned(self) -> bool:
+        return self.banned is not None
+
+    def _set_banned(self, reason: str) -> bool:
+        """Record the ban; ``True`` if this call set it (the first 418 seen by any thread)."""
+        with self._lock:
+            if self.banned is not None:
+                return False
+            self.banned = reason
+            return True
+
+    def _refuse(self) -> SourceBanned:
+        return SourceBanned(
+            f"{self.name} banned this IP earlier in this run ({self.banned}); not calling it again"
+        )
 
     def set_deadline(self, deadline: float | None, clock: Callable[[], float] | None = None) -> None:
         """Make no attempt after ``deadline`` (a ``clock()`` reading in seconds; default clock
@@ -241,15 +371,15 @@ class JsonHttpClient:
         turn a non-retryable 4xx into a specific error such as :class:`SymbolNotListed`.
         """
         if self.banned is not None:
-            raise SourceBanned(
-                f"{self.name} banned this IP earlier in this run ({self.banned}); not calling it again"
-            )
+            raise self._refuse()
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
                 pause = self._backoff(attempt - 1)
                 left = self.remaining()
                 time.sleep(pause if left is None else min(pause, max(0.0, left)))
+            if self.banned is not None:  # banned meanwhile by another thread's request
+                raise self._refuse()
             if self._budget_spent():
                 raise self._out_of_budget(
                     f"no request made; last problem: {last_problem}" if last_problem else "no request made"
@@ -258,6 +388,8 @@ class JsonHttpClient:
             try:
                 resp = self.session.get(url, params=params, timeout=self._timeout_now(), stream=True)
             except requests.RequestException as exc:
+                if self.banned is not None:
+                    raise self._refuse() from exc
                 if self._budget_spent():
                     raise self._out_of_budget(f"last: {_describe(exc)}") from exc
                 # urllib3 has already retried connection errors and timeouts max_retries times.
@@ -274,16 +406,17 @@ class JsonHttpClient:
                 resp.close()
             status = resp.status_code
             if status == 418:
-                self.banned = (
+                first = self._set_banned(
                     f"HTTP 418 at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {_snippet(body)}"
                 )
-                log.error(
-                    "!!! %s RETURNED HTTP 418: THIS IP IS BANNED. No further requests will be sent to %s in this "
-                    "run. Body: %s",
-                    self.name.upper(),
-                    self.name,
-                    _snippet(body),
-                )
+                if first:
+                    log.error(
+                        "!!! %s RETURNED HTTP 418: THIS IP IS BANNED. No further requests will be sent to %s in "
+                        "this run. Body: %s",
+                        self.name.upper(),
+                        self.name,
+                        _snippet(body),
+                    )
                 raise SourceBanned(f"{self.name}: HTTP 418 IP ban: {_snippet(body)}")
             if status != 200:
                 parsed = _try_json(body)
@@ -292,6 +425,8 @@ class JsonHttpClient:
                     if err is not None:
                         raise err
                 if status in RETRY_STATUSES:
+                    if self.banned is not None:  # retries stopped by another thread's ban
+                        raise self._refuse()
                     if self._budget_spent():
                         raise self._out_of_budget(f"last: HTTP {status}: {_snippet(body)}")
                     raise PriceSourceError(
@@ -341,9 +476,12 @@ def _describe(exc: BaseException) -> str:
 
 class HttpSource:
     """What the HTTP price sources share: a name, a base URL and one pooled :class:`JsonHttpClient`
-    (retries, timeouts, request counting, ban state)."""
+    (retries, timeouts, request counting, ban state). Safe to call from several threads at once."""
 
     name: str
+    #: Every HTTP attempt is reported to the calling thread's :func:`request_meter`, so the fetcher
+    #: counts one call's attempts exactly while other threads use the same source.
+    reports_to_request_meter = True
 
     def __init__(self, base_url: str, *, name: str, **http_options: Any) -> None:
         """``http_options`` are :class:`JsonHttpClient`'s: timeout, max_retries, backoff_factor,
@@ -363,6 +501,10 @@ class HttpSource:
     @property
     def banned(self) -> str | None:
         return self.http.banned
+
+    def release_idle_sessions(self) -> int:
+        """See :meth:`JsonHttpClient.release_idle_sessions`."""
+        return self.http.release_idle_sessions()
 
     def close(self) -> None:
         self.http.close()
