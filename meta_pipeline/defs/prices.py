@@ -84,14 +84,17 @@ def price_bars(
             refreshed = price_store.refresh_day(
                 day, instruments, stored, facts, {i: fetched[(i, day)] for i in todo}
             )
-            for row in refreshed.report:
-                if row["action"] != price_store.CACHED and row["problem"]:
-                    context.log.error(f"{row['instrument']} {key}: {row['problem']}")
             warehouse.write_partition(names.PRICE_BARS, key, refreshed.bars, facts=refreshed.sidecar)
             report.extend(refreshed.report)
-            context.log.info(
-                f"price_bars {key}: {len(refreshed.bars):,} bars for {len(refreshed.sidecar)} instrument(s)"
-            )
+    # one log line per run, not per day: every log line is an event-log write
+    problems = [r for r in report if r["action"] != price_store.CACHED and r["problem"]]
+    if problems:
+        shown = "; ".join(f"{r['instrument']} {r['day']}: {r['problem']}" for r in problems[:10])
+        context.log.error(
+            f"{len(problems)} symbol-day(s) with problems: {shown}" + (" …" if len(problems) > 10 else "")
+        )
+    fetched_count = sum(r["action"] != price_store.CACHED for r in report)
+    context.log.info(f"price_bars: {len(keys)} day(s), {len(report)} symbol-day(s), {fetched_count} fetched")
     return dg.MaterializeResult(metadata=report_metadata(pd.DataFrame(report, columns=REPORT_COLUMNS)))
 
 

@@ -69,10 +69,10 @@ def reconciled_trades(
                 names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked}
             )
             exported += export.write_day(data_root.reconciled_days_dir, key, result.rows)
-            if result.blocked:
-                context.log.warning(f"{key}: blocked — {result.blocked}")
-            else:
-                context.log.info(f"{key}: {result.rows['status'].value_counts().to_dict()}")
+    # one log line per run, not per day: every log line is an event-log write
+    blocked_days = [f"{r.day}: {r.blocked}" for r in results if r.blocked]
+    if blocked_days:
+        context.log.warning(f"{len(blocked_days)} day(s) blocked: " + "; ".join(blocked_days[:10]))
     context.log.info(
         f"wrote {exported:,} matured rows to {len(results)} day file(s) in {data_root.reconciled_days_dir}"
     )
@@ -84,7 +84,9 @@ def reconciled_trades(
             **summary_metadata(rows, exported, str(data_root.reconciled_days_dir)),
             # a range run's metadata is shown on each of its days: say it is the run's
             "blocked_days_in_run": len(blocked),
-            "blocked_in_run": frame_preview(blocked, 31) if len(blocked) else markdown_table(blocked, empty="_none_"),
+            "blocked_in_run": frame_preview(blocked, 31)
+            if len(blocked)
+            else markdown_table(blocked, empty="_none_"),
         }
     )
 
