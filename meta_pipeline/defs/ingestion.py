@@ -1,6 +1,6 @@
 """Ingestion assets: the app's JSON Lines inputs → validated daily Parquet partitions + quarantine.
 
-The validation rules are in ``meta_pipeline/ingest.py``; reading only what was appended since the
+The validation rules are in ``meta_pipeline/ingest/``; reading only what was appended since the
 last run, and handing each day its new rows, in ``meta_pipeline/staging.py``. A run parses each
 input once: whichever of an input's two assets runs first reads the new lines and stages them; each
 day's partition then takes its staged rows, and the quarantine table its staged lines.
