@@ -413,8 +413,6 @@ def _encode_times(series: pd.Series) -> Parts:
     if epoch is None:
         return _generic(_iso_utc(series))
     values, per_second = epoch
-    if per_second > 10**6 and np.any(values[values != _NAT] % (per_second // 10**6)):
-        return _generic(_iso_utc(series))  # finer than a microsecond: rare, take the exact slow path
     starts = _run_starts(values)
     if starts is None:
         return _time_parts(values, per_second, series)
@@ -453,7 +451,17 @@ def _time_parts(values: np.ndarray, per_second: int, series: pd.Series) -> Parts
     parts: Parts = ['"', stamp]
     if per_second > 1:
         micros = sub * (10**6 // per_second) if per_second <= 10**6 else sub // (per_second // 10**6)
-        if micros.any():
+        nanos = (sub % (per_second // 10**6)) * (10**9 // per_second) if per_second > 10**6 else None
+        if nanos is not None and nanos.any():
+            # finer than a microsecond: all six microsecond digits, then the nanoseconds stripped
+            fine = pc.binary_join_element_wise(
+                _micro_digits_table().take(pa.array(micros.astype(np.int32))),
+                _nano_digits_table().take(pa.array(nanos.astype(np.int32))),
+                "",
+            )
+            coarse = _fraction_table().take(pa.array(micros.astype(np.int32)))
+            parts.append(pc.if_else(pa.array(nanos != 0), fine, coarse))
+        elif micros.any():
             parts.append(_fraction_table().take(pa.array(micros.astype(np.int32))))
     parts.append('Z"')
     if not has_nat:
@@ -538,6 +546,22 @@ def _fraction_table() -> pa.Array:
     np.cumsum(length, out=offsets[1:])
     data = text[np.arange(7) < length[:, None]]
     return pa.StringArray.from_buffers(10**6, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+@cache
+def _micro_digits_table() -> pa.Array:
+    """microseconds → ``.dddddd`` (all six digits), for 0..999999."""
+    text = np.empty((10**6, 7), dtype=np.uint8)
+    text[:, 0] = ord(".")
+    _digits(text, 1, np.arange(10**6), 6)
+    offsets = np.arange(0, 7 * (10**6 + 1), 7, dtype=np.int32)
+    return pa.StringArray.from_buffers(10**6, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+@cache
+def _nano_digits_table() -> pa.Array:
+    """the nanoseconds after the microseconds (0..999) → their digits, trailing zeros stripped."""
+    return pa.array(["" if n == 0 else f"{n:03d}".rstrip("0") for n in range(1000)], type=pa.string())
 
 
 # ------------------------------------------------------------------------------------------- join

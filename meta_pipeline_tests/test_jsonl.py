@@ -199,3 +199,20 @@ def test_unusual_dtypes_take_the_per_value_path():
     rows["status"] = pd.Series(["matured", None] * 50, dtype=object)
     rows["agent"] = pd.Categorical([1, 2] * 50)
     assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_nanosecond_fractions_are_written_exactly_on_the_fast_path():
+    from meta_pipeline.jsonl import iso_utc
+
+    stamps = [
+        "2024-03-05T10:00:00.000000001Z", "2024-03-05T10:00:00.000000010Z", "2024-03-05T10:00:00.123456789Z",
+        "2024-03-05T10:00:00.1234567Z", "2024-03-05T10:00:00.5Z", "2024-03-05T10:00:00Z",
+    ] * 20  # fmt: skip
+    series = pd.Series(pd.to_datetime(stamps, utc=True, format="ISO8601"))
+    assert iso_utc(series)[:6] == [
+        "2024-03-05T10:00:00.000000001Z", "2024-03-05T10:00:00.00000001Z", "2024-03-05T10:00:00.123456789Z",
+        "2024-03-05T10:00:00.1234567Z", "2024-03-05T10:00:00.5Z", "2024-03-05T10:00:00Z",
+    ]  # fmt: skip
+    rows = _one_row().head(1).loc[[0] * len(stamps)].reset_index(drop=True)
+    rows["ts"] = series
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
