@@ -192,7 +192,7 @@ def test_a_server_sleeping_past_the_timeout_is_cut_at_the_budget(fake_exchange):
     f = fetcher(fake_exchange, http=PROD_LIKE, time_budget_seconds=0.5)
     t0 = time.monotonic()
     res = f.fetch_day("BTCUSDT", DAYS[0])
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 4.0  # vs 60 s without the budget
     assert res.error.startswith("run time budget of 0.5 s exhausted: binance: TimeBudgetExhausted")
     assert res.requests == fake_exchange.count("binance") >= 1
 
@@ -204,7 +204,7 @@ def test_one_http_call_honours_the_deadline(fake_exchange):
     t0 = time.monotonic()
     with pytest.raises(TimeBudgetExhausted, match="budget exhausted"):
         client.get_json(f"{fake_exchange.binance_url}/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1m"})
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 4.0  # vs 10 s of Retry-After
     assert client.requests_made == fake_exchange.count("binance")
     with pytest.raises(TimeBudgetExhausted, match="no request made"):
         client.get_json(f"{fake_exchange.binance_url}/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1m"})

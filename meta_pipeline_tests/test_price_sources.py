@@ -185,7 +185,7 @@ def test_retry_after_sleep_is_capped(fake_exchange):
     src = binance(fake_exchange, max_retry_after=0.1)
     t0 = time.monotonic()
     assert len(src.fetch_bars("BTCUSDT", ts("2024-03-05"), ts("2024-03-06"))) == 1440
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # vs the 60 s Retry-After
 
 
 def test_binance_read_timeout_then_success(fake_exchange):
