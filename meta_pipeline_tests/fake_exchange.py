@@ -251,8 +251,11 @@ class FakeExchange:
         return f"{self.url}/coinbase"
 
     def reset(self) -> None:
-        """Back to the constructor's state: bars, latency; no faults, delistings, drops or log."""
+        """Back to the constructor's state: bars, latency; no faults, delistings, drops or log.
+        A request still being served from before the reset (a client that gave up while the server
+        slept) can no longer take a fault injected after it."""
         with self._lock:
+            self._generation = getattr(self, "_generation", 0) + 1
             self._data = dict(self._base)
             self._faults.clear()
             self._delisted = {"binance": set(), "coinbase": set()}
@@ -324,8 +327,10 @@ class FakeExchange:
         with self._lock:
             return list(self._faults)
 
-    def _take_fault(self, req: LoggedRequest) -> Fault | None:
+    def _take_fault(self, req: LoggedRequest, generation: int = 0) -> Fault | None:
         with self._lock:
+            if generation != getattr(self, "_generation", 0):
+                return None  # arrived before a reset: the faults now queued are another test's
             for fault in self._faults:
                 if fault.api not in (None, req.api):
                     continue
@@ -369,10 +374,11 @@ class FakeExchange:
 
     def _serve(self, api: str, request: Request, symbol: str | None, payload_of) -> Response:
         """What both APIs share: log, latency, injected faults, then the real payload."""
+        generation = getattr(self, "_generation", 0)
         rec = self._record(api, request, symbol)
         if self.latency:
             time.sleep(self.latency)
-        fault = self._take_fault(rec)
+        fault = self._take_fault(rec, generation)
         rec.fault = fault.kind if fault else None
         if fault is not None and fault.kind not in ("timeout", "truncated", "short_read"):
             return self._fault_response(rec, fault)
