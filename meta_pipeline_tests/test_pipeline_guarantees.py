@@ -296,3 +296,30 @@ def test_a_range_runs_metadata_per_partition_does_not_grow_with_the_range(tmp_pa
     short = largest_event(tmp_path / "short", "2024-03-05")
     long = largest_event(tmp_path / "long", "2024-05-01")  # 62 days
     assert long < 1.6 * short and long < 20_000, (short, long)
+
+
+def test_a_day_that_cannot_be_reconciled_is_written_blocked_and_the_others_finish(
+    tmp_path, fake_exchange, monkeypatch
+):
+    from meta_pipeline.defs import reconciliation
+
+    _write_inputs(tmp_path)
+    assert _run(tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=ASSETS[:5]).success
+    real = reconciliation.reconcile_day
+
+    def broken_on_the_second(warehouse, day, **kwargs):
+        if day.isoformat() == "2024-03-02":
+            raise RuntimeError("disk hiccup")
+        return real(warehouse, day, **kwargs)
+
+    monkeypatch.setattr(reconciliation, "reconcile_day", broken_on_the_second)
+    result = _run(
+        tmp_path, fake_exchange, "2024-03-01", "2024-03-05", assets=[reconciled_trades, reconciled_export]
+    )
+    assert result.success
+    warehouse = Warehouse(tmp_path / "warehouse")
+    assert (
+        warehouse.read_partition_facts(names.RECONCILED_TRADES, "2024-03-02")["blocked"]
+        == "error: RuntimeError: disk hiccup"
+    )
+    assert {row["run_id"] for row in _exported(tmp_path)} == {"r1", "r3"}

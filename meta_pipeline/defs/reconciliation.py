@@ -4,10 +4,11 @@
 from datetime import date
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from meta_pipeline import export, names
-from meta_pipeline.day_reconciliation import BarCache, reconcile_day
+from meta_pipeline.day_reconciliation import BarCache, DayRows, empty_rows, reconcile_day
 from meta_pipeline.defs.environment import SETTINGS
 from meta_pipeline.defs.metadata import counts_table, frame_preview, markdown_table, row_count
 from meta_pipeline.defs.partitions import REACH_DAYS, daily_partitions
@@ -47,41 +48,45 @@ def reconciled_trades(
     warehouse = data_root.warehouse
     as_of = pd.Timestamp.now(tz="UTC")
     bar_cache = BarCache(warehouse)
-    # compute every day before writing any, so a failure leaves the stored days as they were
-    results = [
-        reconcile_day(
-            warehouse,
-            date.fromisoformat(key),
-            horizons_hours=SETTINGS.horizons_hours,
-            reach_days=REACH_DAYS,
-            as_of=as_of,
-            round_trip_cost_bps=reconciliation_policy.round_trip_cost_bps,
-            max_gap=SETTINGS.max_bar_gap,
-            bar_cache=bar_cache,
-        )
-        for key in context.partition_keys
-    ]
-    exported = 0
+    summary = RunSummary()
     with data_root.export_lock:
-        for result in results:
-            key = result.day.isoformat()
+        for key in context.partition_keys:
+            day = date.fromisoformat(key)
+            try:
+                result = reconcile_day(
+                    warehouse,
+                    day,
+                    horizons_hours=SETTINGS.horizons_hours,
+                    reach_days=REACH_DAYS,
+                    as_of=as_of,
+                    round_trip_cost_bps=reconciliation_policy.round_trip_cost_bps,
+                    max_gap=SETTINGS.max_bar_gap,
+                    bar_cache=bar_cache,
+                )
+            except Exception as exc:  # one day that cannot be computed must not fail the others
+                context.log.exception(f"{key}: cannot be reconciled")
+                result = DayRows(
+                    day, empty_rows(SETTINGS.horizons_hours), blocked=f"error: {type(exc).__name__}: {exc}"
+                )
+            # written day by day (memory stays at a few days); a day that failed is written as
+            # blocked, so the files always match what Dagster records for the run
             warehouse.write_partition(
                 names.RECONCILED_TRADES, key, result.rows, facts={"blocked": result.blocked}
             )
-            exported += export.write_day(data_root.reconciled_days_dir, key, result.rows)
+            summary.add(result, export.write_day(data_root.reconciled_days_dir, key, result.rows))
     # one log line per run, not per day: every log line is an event-log write
-    blocked_days = [f"{r.day}: {r.blocked}" for r in results if r.blocked]
-    if blocked_days:
-        context.log.warning(f"{len(blocked_days)} day(s) blocked: " + "; ".join(blocked_days[:10]))
+    if summary.blocked:
+        shown = "; ".join(f"{b['day']}: {b['reason']}" for b in summary.blocked[:10])
+        context.log.warning(f"{len(summary.blocked)} day(s) blocked: {shown}")
     context.log.info(
-        f"wrote {exported:,} matured rows to {len(results)} day file(s) in {data_root.reconciled_days_dir}"
+        f"wrote {summary.exported:,} matured rows to {len(context.partition_keys)} day file(s) in "
+        f"{data_root.reconciled_days_dir}"
     )
-    rows = pd.concat([r.rows for r in results], ignore_index=True)
-    blocked = pd.DataFrame([{"day": r.day.isoformat(), "reason": r.blocked} for r in results if r.blocked])
+    blocked = pd.DataFrame(summary.blocked, columns=["day", "reason"])
     return dg.MaterializeResult(
         metadata={
-            **row_count(context.partition_keys, len(rows)),
-            **summary_metadata(rows, exported, str(data_root.reconciled_days_dir)),
+            **row_count(context.partition_keys, summary.rows),
+            **summary.metadata(str(data_root.reconciled_days_dir)),
             # a range run's metadata is shown on each of its days: say it is the run's
             "blocked_days_in_run": len(blocked),
             "blocked_in_run": frame_preview(blocked, 31)
@@ -91,31 +96,75 @@ def reconciled_trades(
     )
 
 
-def summary_metadata(rows: pd.DataFrame, exported: int, export_path: str) -> dict:
-    status = rows["status"].astype(str)
-    matured = rows[status == MATURED]
-    horizon = rows["horizon_hours"].map(lambda h: f"{h:g} h")
-    per_horizon = (
-        matured.assign(horizon=horizon[status == MATURED])
-        .groupby("horizon", sort=False)["realized_pnl_bps"]
-        .agg(["count", "mean", "median"])
-        .round(2)
-        .reset_index()
-    )
-    by_status_horizon = pd.crosstab(horizon, status).reset_index() if len(rows) else pd.DataFrame()
-    reasons = rows.loc[status != MATURED, "reason"].astype(str).value_counts()
-    return {
-        "matured": int((status == MATURED).sum()),
-        "pending": int((status == PENDING).sum()),
-        "unpriced": int((status == UNPRICED).sum()),
-        "matured_share": float(round((status == MATURED).mean(), 4)) if len(rows) else 0.0,
-        "rows_by_status_and_horizon": markdown_table(by_status_horizon, empty="_no signals yet_"),
-        "pnl_bps_by_horizon": markdown_table(per_horizon, empty="_no matured rows_"),
-        "not_matured_reasons": counts_table(reasons, "reason", "rows"),
-        "preview": frame_preview(rows.drop(columns=["date"]), 15),
-        "exported_lines": exported,
-        "day_files": dg.MetadataValue.path(export_path),
-    }
+class RunSummary:
+    """What the UI shows about a run, gathered day by day in bounded memory: counts by status and
+    horizon, the matured PnL per horizon (two numbers a row), reasons, and a preview of the first rows."""
+
+    def __init__(self) -> None:
+        self.rows = self.exported = 0
+        self.counts: dict[tuple[str, str], int] = {}
+        self.reasons: dict[str, int] = {}
+        self.pnl: dict[str, list[np.ndarray]] = {}
+        self.preview = pd.DataFrame()
+        self.blocked: list[dict] = []
+
+    def add(self, result: DayRows, exported: int) -> None:
+        rows = result.rows
+        self.exported += exported
+        self.rows += len(rows)
+        if result.blocked:
+            self.blocked.append({"day": result.day.isoformat(), "reason": result.blocked})
+        if rows.empty:
+            return
+        status = rows["status"].astype(str)
+        hours = rows["horizon_hours"]
+        labels = {h: f"{h:g} h" for h in hours.unique()}
+        for (h, st), n in pd.crosstab(hours, status).stack().items():
+            self.counts[(labels[h], st)] = self.counts.get((labels[h], st), 0) + int(n)
+        for reason, n in rows.loc[status != MATURED, "reason"].astype(str).value_counts().items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
+        matured = rows[status == MATURED]
+        for h, pnl in matured.groupby("horizon_hours")["realized_pnl_bps"]:
+            self.pnl.setdefault(labels[h], []).append(pnl.to_numpy())
+        if len(self.preview) < 15:
+            self.preview = pd.concat([self.preview, rows.head(15 - len(self.preview))], ignore_index=True)
+
+    def metadata(self, export_path: str) -> dict:
+        def total(st: str) -> int:
+            return sum(n for (_, s), n in self.counts.items() if s == st)
+
+        counts = pd.Series(self.counts, dtype="int64")
+        by_status_horizon = (
+            counts.unstack(fill_value=0).rename_axis("horizon_hours").reset_index()
+            if len(counts)
+            else pd.DataFrame()
+        )
+        per_horizon = pd.DataFrame(
+            [
+                {
+                    "horizon": h,
+                    "count": int(sum(map(len, parts))),
+                    "mean": np.concatenate(parts).mean(),
+                    "median": np.median(np.concatenate(parts)),
+                }  # fmt: skip
+                for h, parts in self.pnl.items()
+            ]
+        ).round(2)
+        matured = total(MATURED)
+        return {
+            "matured": matured,
+            "pending": total(PENDING),
+            "unpriced": total(UNPRICED),
+            "matured_share": float(round(matured / self.rows, 4)) if self.rows else 0.0,
+            "rows_by_status_and_horizon": markdown_table(by_status_horizon, empty="_no signals yet_"),
+            "pnl_bps_by_horizon": markdown_table(per_horizon, empty="_no matured rows_"),
+            "not_matured_reasons": counts_table(
+                pd.Series(self.reasons, dtype="int64").sort_values(ascending=False), "reason", "rows"
+            ),
+            "preview": frame_preview(self.preview.drop(columns=["date"], errors="ignore"), 15),
+            "exported_lines": self.exported,
+            "day_files": dg.MetadataValue.path(export_path),
+        }
 
 
 @dg.asset(
