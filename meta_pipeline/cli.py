@@ -78,14 +78,16 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def run_range(first: date, last: date) -> tuple[str, bool]:
+def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bool]:
     """Run the main job over ``first`` … ``last`` as one run on the persistent instance, after
-    failing the runs whose process died (so their pool slots are free). Returns (run id, success)."""
+    failing the runs whose process died (so their pool slots are free), then refresh
+    ``alpha/reconciled.jsonl`` if the range is bigger than a tick or ``export``. Returns (run id, success)."""
     home = _prepare_dagster_home()
     import dagster as dg
 
     from meta_pipeline import names, run_liveness
     from meta_pipeline.definitions import defs
+    from meta_pipeline.defs.partitions import REACH_DAYS
 
     print(f"running {names.MAIN_JOB} for {first} … {last} as one run (Dagster instance: {home})")
     with dg.DagsterInstance.get() as instance:
@@ -105,7 +107,9 @@ def run_range(first: date, last: date) -> tuple[str, bool]:
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
-        if result.success:  # the app reads alpha/reconciled.jsonl: bring it up to date now
+        # the app reads alpha/reconciled.jsonl: bring it up to date after a backfill (or when asked);
+        # a tick-sized run leaves it to the hourly refresh (it is a copy of every day's file)
+        if result.success and (export or (last - first).days > REACH_DAYS):
             exported = defs.resolve_job_def(names.EXPORT_JOB).execute_in_process(
                 instance=instance, raise_on_error=False
             )
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--start {first} is before the first partition ({SETTINGS.start_date}, "
               "META_PIPELINE_START_DATE)", file=sys.stderr)  # fmt: skip
         return 2
-    run_id, ok = run_range(first, last)
+    run_id, ok = run_range(first, last, export=args.export)
     print(f"run {run_id}: {'succeeded' if ok else 'FAILED'}; data root {SETTINGS.root}")
     return 0 if ok else 1
 
@@ -208,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     run_parser.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
     run_parser.add_argument("--demo", action="store_true", help="on the demo data root")
+    run_parser.add_argument(
+        "--export",
+        action="store_true",
+        help="also rebuild alpha/reconciled.jsonl (done anyway for ranges longer than a tick)",
+    )
     run_parser.add_argument(
         "--dir", default=str(DEFAULT_DEMO_DIR), help="demo data root (default %(default)s)"
     )

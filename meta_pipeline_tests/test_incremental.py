@@ -62,10 +62,12 @@ def _append(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _run(root: Path, fx, first: str = FIRST, last: str = LAST, *, rebuild: bool = False) -> None:
+def _run(
+    root: Path, fx, first: str = FIRST, last: str = LAST, *, rebuild: bool = False, assets=ASSETS
+) -> None:
     config = {"ops": {a: {"config": {"rebuild_from_start": True}} for a in (names.SIGNALS, names.TELEMETRY)}}
     result = dg.materialize(
-        ASSETS,
+        assets,
         instance=dg.DagsterInstance.ephemeral(),
         resources={
             "data_root": DataRoot(root=str(root)),
@@ -238,3 +240,37 @@ def test_a_cleared_sensor_cursor_resumes_from_what_ingestion_read(root):
 def test_ingest_config_defaults_to_incremental():
     assert IngestConfig().rebuild_from_start is False
     assert pd.Timestamp(FIRST) < pd.Timestamp(LAST)
+
+
+def test_the_full_export_copies_its_unchanged_prefix_and_equals_a_full_rebuild(
+    root, tmp_path, fake_exchange, monkeypatch
+):
+    from meta_pipeline import export
+
+    target = root / names.RECONCILED_FILE
+    warehouse = Warehouse(root / names.WAREHOUSE_DIR)
+    days_dir = root / names.RECONCILED_DAYS_DIR
+    _append(root / names.SIGNALS_FILE, _signal("2024-03-03T08:00:00Z", "s4"))
+    _run(root, fake_exchange, "2024-03-03", "2024-03-05", assets=ASSETS[:-1])  # a tick: 03-03..05 only
+
+    copied = []
+    real_copy = export._copy_range
+    monkeypatch.setattr(
+        export, "_copy_range", lambda src, out, off, n: copied.append((off, n)) or real_copy(src, out, off, n)
+    )
+    read = []
+    real_day_file = export.day_file
+    monkeypatch.setattr(export, "day_file", lambda d, k: read.append(k) or real_day_file(d, k))
+    export.refresh_full_export(warehouse, days_dir, target)
+    # the unchanged days 03-01 and 03-02 came from the previous file in one range
+    assert len(copied) == 1 and copied[0][0] == 0
+    assert copied[0][1] == sum((days_dir / f"2024-03-0{d}.jsonl").stat().st_size for d in (1, 2))
+
+    incremental = target.read_bytes()
+    export.index_path(target).unlink()  # no index: everything from the day files
+    export.refresh_full_export(warehouse, days_dir, target)
+    assert target.read_bytes() == incremental
+
+    target.write_bytes(b"edited by hand\n")  # the index no longer describes the file: full rebuild
+    export.refresh_full_export(warehouse, days_dir, target)
+    assert target.read_bytes() == incremental
