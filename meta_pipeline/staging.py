@@ -13,9 +13,9 @@ No Dagster here. Per input (``signals``, ``telemetry``) the state lives under
 :func:`stage_new_lines` reads the bytes appended since the stored offset (a rotated file's last
 lines under its rotated name, then the new file from its start; a replaced or truncated file from
 its start; see ``meta_pipeline/input_watch.py``), validates them once, and stages the rows by day.
-:func:`take_day` merges a day's stored partition with its staged rows — the stored rows first, then
-the staged ones in the order they were read, so "the first occurrence wins" as in a full read — and
-:func:`finish_day` removes the staged files once the partition is written. All of it runs under one
+:func:`consolidate_day` merges a day's stored partition with its staged rows — the stored rows first,
+then the staged ones in the order they were read, so "the first occurrence wins" as in a full read —
+writes it and removes the staged files it took, as one step. All of it runs under one
 file lock per input, so a schedule, the sensor and a backfill can run at once; a crash between two
 steps leaves rows staged twice at worst, which the merge's de-duplication absorbs.
 
@@ -257,7 +257,7 @@ def restage_days(warehouse: Warehouse, kind: InputKind, path: Path, days: Iterab
     rotated files still present (oldest first) and the current file up to the stored offset.
 
     Call :func:`stage_new_lines` first so nothing appended is read twice. The stored partitions of
-    ``days`` are replaced by :func:`take_day` with ``from_scratch=True``.
+    ``days`` are replaced by :func:`consolidate_day` with ``from_scratch=True``.
     """
     staging = Staging(warehouse, kind)
     wanted = set(days)
@@ -293,59 +293,57 @@ class DayTake:
     duplicates: int
 
 
-def take_day(
+def consolidate_day(
     warehouse: Warehouse, kind: InputKind, asset: str, day: str, *, from_scratch: bool = False
 ) -> DayTake:
-    """The rows partition ``day`` should hold now: its stored rows (unless ``from_scratch``) then the
-    staged ones, de-duplicated on the input's identity key (first wins), sorted by (ts, line_no)."""
+    """Give partition ``day`` its staged rows: its stored rows (unless ``from_scratch``) then the
+    staged ones, de-duplicated on the input's identity key (first wins), sorted by (ts, line_no);
+    write the partition and remove the staged files it took.
+
+    Taking, writing and removing happen under the input's lock as one step, so two runs of the
+    same day at once can never write a partition without rows that the other one removed. A stored
+    partition with nothing staged for it is left as it is (a tick costs what it changed).
+    """
     staging = Staging(warehouse, kind)
     with staging.lock:
         files = staging._day_files(day)
         stored = None if from_scratch else warehouse.read_partition(asset, day)
         frames = [f for f in [stored, *(pd.read_parquet(p) for p in files)] if f is not None and len(f)]
-    if not frames:
-        empty = stored.iloc[0:0] if stored is not None else _no_rows(kind)
-        return DayTake(empty, files, 0, 0)
-    merged = pd.concat(frames, ignore_index=True)
-    unique = merged.drop_duplicates(list(kind.key_columns), keep="first")
-    before = 0 if stored is None else len(stored)
-    rows = unique.sort_values(["ts", "line_no"], kind="stable", ignore_index=True)
-    return DayTake(rows, files, len(unique) - before, len(merged) - len(unique))
+        if frames:
+            merged = pd.concat(frames, ignore_index=True)
+            unique = merged.drop_duplicates(list(kind.key_columns), keep="first")
+            rows = unique.sort_values(["ts", "line_no"], kind="stable", ignore_index=True)
+            taken = DayTake(
+                rows, files, len(unique) - (0 if stored is None else len(stored)), len(merged) - len(unique)
+            )
+        else:
+            taken = DayTake(stored.iloc[0:0] if stored is not None else _no_rows(kind), files, 0, 0)
+        if files or from_scratch or stored is None:
+            warehouse.write_partition(asset, day, taken.rows)
+            for path in files:
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (staging.directory / "rows" / day).rmdir()
+    return taken
 
 
-def finish_day(warehouse: Warehouse, kind: InputKind, day: str, taken: DayTake) -> None:
-    """Remove the staged files a written partition has taken."""
+def consolidate_quarantine(warehouse: Warehouse, kind: InputKind, asset: str) -> tuple[pd.DataFrame, int]:
+    """Append the staged rejected lines to the quarantine table (a line of a file counted once),
+    write it and remove the staged files, under the input's lock; returns (table, lines added)."""
     staging = Staging(warehouse, kind)
-    with staging.lock:
-        for path in taken.staged_files:
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            (staging.directory / "rows" / day).rmdir()
-
-
-def take_quarantine(
-    warehouse: Warehouse, kind: InputKind, asset: str
-) -> tuple[pd.DataFrame, list[Path], int]:
-    """The quarantine table with its staged lines appended (a line of a file counted once);
-    returns (table, staged files taken, lines added)."""
-    staging = Staging(warehouse, kind)
+    columns = ingest.QUARANTINE_COLUMNS + QUARANTINE_EXTRA_COLUMNS
     with staging.lock:
         files = staging._quarantine_files()
         stored = warehouse.read_table(asset)
         frames = [f for f in [stored, *(pd.read_parquet(p) for p in files)] if f is not None and len(f)]
-    columns = ingest.QUARANTINE_COLUMNS + QUARANTINE_EXTRA_COLUMNS
-    if not frames:
-        return (
-            pd.DataFrame({c: pd.Series(dtype="int64" if c == "line_no" else object) for c in columns}),
-            files,
-            0,
-        )
-    merged = pd.concat(frames, ignore_index=True).reindex(columns=columns)
-    table = merged.drop_duplicates(["file_id", "line_no", "reason"], keep="first").reset_index(drop=True)
-    return table, files, len(table) - (0 if stored is None else len(stored))
-
-
-def finish_quarantine(warehouse: Warehouse, kind: InputKind, files: list[Path]) -> None:
-    with Staging(warehouse, kind).lock:
+        if frames:
+            merged = pd.concat(frames, ignore_index=True).reindex(columns=columns)
+            table = merged.drop_duplicates(["file_id", "line_no", "reason"], keep="first").reset_index(
+                drop=True
+            )
+        else:
+            table = pd.DataFrame({c: pd.Series(dtype="int64" if c == "line_no" else object) for c in columns})
+        warehouse.write_table(asset, table)
         for path in files:
             path.unlink(missing_ok=True)
+    return table, len(table) - (0 if stored is None else len(stored))

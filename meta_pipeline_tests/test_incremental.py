@@ -274,3 +274,37 @@ def test_the_full_export_copies_its_unchanged_prefix_and_equals_a_full_rebuild(
     target.write_bytes(b"edited by hand\n")  # the index no longer describes the file: full rebuild
     export.refresh_full_export(warehouse, days_dir, target)
     assert target.read_bytes() == incremental
+
+
+def test_runs_at_once_never_lose_or_double_a_row(tmp_path):
+    """Writers append while several runs stage and consolidate the same day concurrently."""
+    import threading
+
+    from meta_pipeline import staging
+
+    root = _root(tmp_path / "busy")
+    warehouse = Warehouse(root / names.WAREHOUSE_DIR)
+    events = root / names.SIGNALS_FILE
+    append_lock = threading.Lock()
+    errors = []
+
+    def run(worker: int) -> None:
+        try:
+            for i in range(15):
+                with append_lock:
+                    _append(events, _signal(f"2024-03-01T10:{worker:02d}:{i:02d}Z", f"w{worker}-{i}"))
+                staging.stage_new_lines(warehouse, staging.SIGNALS, events)
+                staging.consolidate_day(warehouse, staging.SIGNALS, names.SIGNALS, "2024-03-01")
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    staging.stage_new_lines(warehouse, staging.SIGNALS, events)
+    staging.consolidate_day(warehouse, staging.SIGNALS, names.SIGNALS, "2024-03-01")
+    run_ids = warehouse.read_partition(names.SIGNALS, "2024-03-01")["run_id"].tolist()
+    assert sorted(run_ids) == sorted(f"w{w}-{i}" for w in range(4) for i in range(15))

@@ -98,10 +98,9 @@ def _partitions_asset(kind: staging.InputKind, description: str, file_of) -> dg.
         new_rows = duplicates = 0
         frames = []
         for key in keys:
-            taken = staging.take_day(warehouse, kind, kind.name, key, from_scratch=config.rebuild_from_start)
-            if taken.staged_files or config.rebuild_from_start or not warehouse.has_partition(kind.name, key):
-                warehouse.write_partition(kind.name, key, taken.rows)
-                staging.finish_day(warehouse, kind, key, taken)
+            taken = staging.consolidate_day(
+                warehouse, kind, kind.name, key, from_scratch=config.rebuild_from_start
+            )
             written[key] = len(taken.rows)
             new_rows += taken.new_rows
             duplicates += taken.duplicates
@@ -168,9 +167,7 @@ def _quarantine_asset(name: str, kind: staging.InputKind, input_name: str, file_
         warehouse = data_root.warehouse
         source = file_of(data_root)
         result, note = stage(context, data_root, kind, source)
-        table, files, added = staging.take_quarantine(warehouse, kind, name)
-        warehouse.write_table(name, table)
-        staging.finish_quarantine(warehouse, kind, files)
+        table, added = staging.consolidate_quarantine(warehouse, kind, name)
         totals = staging.Staging(warehouse, kind).load_state()[2]
         data_lines = totals.lines_read - totals.blank_lines
         share = float(round(totals.rejected / data_lines, 6)) if data_lines else 0.0
