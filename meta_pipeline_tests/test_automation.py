@@ -148,3 +148,16 @@ def test_input_watch_resumes_from_a_position_after_a_truncation(tmp_path):
     _append(events, _signal("2025-09-07T10:00:00Z", "r9"))
     look = input_watch.look_at(events, position)
     assert look.days == {date(2025, 9, 7)} and look.notes
+
+
+def test_the_export_is_rebuilt_after_backfills_not_after_ticks():
+    from meta_pipeline.defs.automation import covers_more_than_a_tick
+
+    tick = {
+        RANGE_START_TAG: "2025-09-08",
+        RANGE_END_TAG: (date(2025, 9, 8) + timedelta(days=REACH_DAYS)).isoformat(),
+    }
+    assert not covers_more_than_a_tick(tick)
+    assert covers_more_than_a_tick({RANGE_START_TAG: "2025-09-01", RANGE_END_TAG: "2025-09-30"})
+    assert covers_more_than_a_tick({"dagster/backfill": "abc"})
+    assert not covers_more_than_a_tick({})
