@@ -140,6 +140,14 @@ def _read_lines(path: Path, start: int, end: int, look: Look) -> int:
         data = handle.read(end - start)
         st = os.fstat(handle.fileno())
     complete = data[: data.rfind(b"\n") + 1]
+    if not complete and len(data) == MAX_CHUNK_BYTES:
+        # one line longer than a whole chunk: no day can be read from it (ingestion quarantines
+        # it); step over it rather than stop here for ever
+        look.unreadable_lines += 1
+        look.notes.append(
+            f"{path}: a line of more than {MAX_CHUNK_BYTES:,} bytes at offset {start:,} skipped"
+        )
+        complete = data
     for raw in complete.split(b"\n")[:-1]:
         if not raw.strip():
             continue

@@ -161,3 +161,15 @@ def test_the_export_is_rebuilt_after_backfills_not_after_ticks():
     assert covers_more_than_a_tick({RANGE_START_TAG: "2025-09-01", RANGE_END_TAG: "2025-09-30"})
     assert covers_more_than_a_tick({"dagster/backfill": "abc"})
     assert not covers_more_than_a_tick({})
+
+
+def test_a_line_longer_than_a_read_chunk_does_not_stop_the_sensor(tmp_path, monkeypatch):
+    monkeypatch.setattr(input_watch, "MAX_CHUNK_BYTES", 1000)
+    events = _events(tmp_path)
+    position = input_watch.look_at(events, None).position
+    _append(events, '{"pad": "' + "x" * 5000 + '"}\n' + _signal("2025-09-03T10:00:00Z", "r1"))
+    days = set()
+    for _ in range(10):  # a few looks step over the long line, then read the next one
+        look = input_watch.look_at(events, position)
+        position, days = look.position, days | look.days
+    assert days == {date(2025, 9, 3)} and position.offset == events.stat().st_size
