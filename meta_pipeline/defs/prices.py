@@ -12,7 +12,7 @@ from meta_pipeline.defs.resources import DataRoot, PriceSources
 from meta_pipeline.defs.run_liveness import record_this_process
 from meta_pipeline.storage import Warehouse
 
-DAYS_PER_BATCH = 10
+DAYS_PER_BATCH = 31  # a month of days: their symbol-days share one pool of fetches
 REPORT_COLUMNS = [
     "day", "instrument", "action", "source", "expected", "present", "gaps", "dropped", "requests", "problem",
 ]  # fmt: skip
@@ -58,7 +58,7 @@ def price_bars(
     fetcher = price_sources.fetcher()
     report: list[dict] = []
     keys = context.partition_keys
-    # a few days at a time: their symbol-days are fetched concurrently, and memory stays bounded
+    # a month of days at a time: their symbol-days are fetched concurrently, and memory stays bounded
     for start in range(0, len(keys), DAYS_PER_BATCH):
         batch = []
         for key in keys[start : start + DAYS_PER_BATCH]:
