@@ -152,10 +152,6 @@ class Staging:
             write_parquet(self.directory / "quarantine" / f"{seq}.parquet", quarantine)
         return days
 
-    def staged_days(self) -> list[str]:
-        folder = self.directory / "rows"
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-
     def _day_files(self, day: str) -> list[Path]:
         return sorted((self.directory / "rows" / day).glob("*.parquet"))
 

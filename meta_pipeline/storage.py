@@ -149,9 +149,6 @@ class Warehouse:
         raw = metadata.get(FACTS_KEY)
         return json.loads(raw) if raw is not None else None
 
-    def has_partition(self, asset: str, key: str) -> bool:
-        return self.partition_path(asset, key).exists()
-
     def read_partitions(self, asset: str, keys: Iterable[str]) -> pd.DataFrame | None:
         """Concatenate the stored partitions among ``keys``; None if none is stored."""
         frames = [f for f in (self.read_partition(asset, k) for k in keys) if f is not None]
