@@ -4,7 +4,7 @@ Synthetic reconciled rows shaped like ``export.matured_rows`` (signal-level fiel
 horizon, as ``reconcile`` writes them; 1 000 000 rows, 10 agents, 4 symbols,
 unique run_ids, 3 horizons, signal times with sub-second fractions, bar-aligned entry/exit times,
 exchange prices with 2 decimals, full-precision PnL / scores). Prints rows/s, best of ``--repeat``,
-for ``export.to_jsonl(rows).encode()`` and ``jsonl.encode_rows(rows, EXPORT_FIELDS)`` and checks the
+for ``jsonl_oracle.to_jsonl(rows).encode()`` and ``jsonl.encode_rows(rows, EXPORT_FIELDS)`` and checks the
 two outputs are byte-identical.
 
     python benchmarks/bench_encode.py [--rows 1000000] [--repeat 3] [--full-precision-prices]
@@ -13,13 +13,20 @@ two outputs are byte-identical.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from meta_pipeline.export import EXPORT_FIELDS, to_jsonl
-from meta_pipeline.jsonl import encode_rows
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from meta_pipeline.export import EXPORT_FIELDS  # noqa: E402
+from meta_pipeline.jsonl import encode_rows  # noqa: E402
+from meta_pipeline_tests.jsonl_oracle import to_jsonl  # noqa: E402
 
 
 def _utc(ns: np.ndarray) -> pd.Series:

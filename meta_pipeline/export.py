@@ -20,16 +20,15 @@ sorted, so the concatenation is sorted and holds each (signal, horizon) once. On
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from meta_pipeline import names
-from meta_pipeline.jsonl import encode_rows, iso_utc
+from meta_pipeline.jsonl import encode_rows
 from meta_pipeline.reconcile import MATURED
-from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_bytes, atomic_write_json, dumps_strict
+from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_bytes, atomic_write_json
 
 EXPORT_FIELDS = [
     "ts",
@@ -61,33 +60,6 @@ def matured(rows: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["ts", "run_id", "horizon_hours"], kind="stable", ignore_index=True)
 
 
-def to_jsonl(rows: pd.DataFrame) -> str:
-    """One JSON object per row, ``EXPORT_FIELDS`` in order. Raises ``ValueError`` rather than write
-    a non-finite number (``Infinity`` is not JSON)."""
-    if rows.empty:
-        return ""
-    columns = {name: rows[name].tolist() for name in EXPORT_FIELDS}
-    for name in ("ts", "entry_time", "exit_time"):
-        columns[name] = iso_utc(rows[name])
-    columns["horizon_hours"] = [
-        int(h) if float(h).is_integer() else float(h) for h in columns["horizon_hours"]
-    ]
-    columns["status"] = [str(s) for s in columns["status"]]
-    lines = []
-    for values in zip(*(columns[name] for name in EXPORT_FIELDS), strict=True):
-        record = {name: _json_value(value) for name, value in zip(EXPORT_FIELDS, values, strict=True)}
-        lines.append(dumps_strict(record, ensure_ascii=False))
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def _json_value(value):
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def day_file(directory: Path, day: str) -> Path:
     return Path(directory) / f"{day}.jsonl"
 
@@ -95,7 +67,7 @@ def day_file(directory: Path, day: str) -> Path:
 def write_day(directory: Path, day: str, rows: pd.DataFrame) -> int:
     """Replace the day file of ``day`` with the matured ``rows`` of its partition; returns lines."""
     out = matured(rows)
-    atomic_write_bytes(day_file(directory, day), encode_rows(out, EXPORT_FIELDS))  # = to_jsonl, ~20x faster
+    atomic_write_bytes(day_file(directory, day), encode_rows(out, EXPORT_FIELDS))
     return len(out)
 
 

@@ -1,11 +1,10 @@
-"""Column-wise JSON Lines encoder, byte-identical to ``export.to_jsonl(rows).encode("utf-8")``.
-
-``export.to_jsonl`` builds one dict per row and calls ``json.dumps`` on it (~12k rows/s). Here each
+"""Column-wise JSON Lines encoder of the export, byte-identical to building one dict per row and
+calling ``json.dumps`` on it (the reference: ``meta_pipeline_tests/jsonl_oracle.py``, ~40k rows/s). Here each
 column is formatted once into JSON text fragments with numpy / pyarrow kernels, and the columns are
 then joined row-wise with the constant key text in between (``pyarrow.compute.binary_join_element_wise``),
 so the whole file costs a handful of vectorised passes (~1M rows/s on one core).
 
-Exactness, column by column (the slow, obviously-correct per-value path of ``export`` is kept as
+Exactness, column by column (the slow, obviously-correct per-value path of the reference is kept as
 the fallback for every dtype that has no fast path, so unusual input is still encoded identically):
 
 * floats: Arrow's float → string cast (double-conversion, shortest round-trip digits, same choice as
@@ -16,15 +15,15 @@ the fallback for every dtype that has no fast path, so unusual input is still en
 * strings: the UTF-8 bytes are scanned once for ``"``, ``\\`` and control characters; only strings
   containing one go through ``json.dumps`` (``ensure_ascii=False``: non-ASCII is written as is).
   Categoricals: each category is encoded once and taken by code. Lone surrogates cannot be UTF-8
-  encoded: ``UnicodeEncodeError``, as ``.encode("utf-8")`` of export's text raises.
+  encoded: ``UnicodeEncodeError``, as ``.encode("utf-8")`` of the reference's text raises.
 * timestamps: :func:`iso_utc` — seconds, then the fraction to the nanosecond with trailing zeros
   (and an all-zero fraction) stripped, plus ``Z``; finer than a microsecond takes the slow path
   (floored) — reproduced here from the int64 epoch values with cached date / time-of-day / fraction
   tables. NaT → ``null``.
 * ``horizon_hours``: integer text when whole (``int(h)``), float text otherwise; ``status``:
-  ``str(value)`` (a missing status is the string ``"nan"``, as in export).
+  ``str(value)`` (a missing status is the string ``"nan"``, as in the reference).
 
-Errors: export raises on the first bad cell in row order (``json.dumps``), and only after all rows
+Errors: the reference raises on the first bad cell in row order (``json.dumps``), and only after all rows
 are dumped fails on a lone surrogate (``.encode``); the same priority is kept here.
 """
 
@@ -83,7 +82,7 @@ def _dumps(value) -> str:
 
 
 def _json_value(value):
-    # mirror of export._json_value
+    # as the reference encoder: missing values are null
     if value is None or value is pd.NA:
         return None
     if isinstance(value, float) and math.isnan(value):
@@ -92,7 +91,7 @@ def _json_value(value):
 
 
 class _CellError(Exception):
-    """A value ``json.dumps`` rejects, with its row (export raises for the first one in row order)."""
+    """A value ``json.dumps`` rejects, with its row (the reference raises for the first one in row order)."""
 
     def __init__(self, row: int, error: Exception):
         super().__init__(row, error)
@@ -100,7 +99,7 @@ class _CellError(Exception):
 
 
 class _EncodeError(Exception):
-    """A lone surrogate: export's text exists but cannot be UTF-8 encoded."""
+    """A lone surrogate: the reference's text exists but cannot be UTF-8 encoded."""
 
     def __init__(self, error: UnicodeEncodeError):
         super().__init__(error)
@@ -109,10 +108,10 @@ class _EncodeError(Exception):
 
 def encode_rows(rows: pd.DataFrame, fields: Sequence[str]) -> bytes:
     """``rows`` as JSON Lines (UTF-8), one object per row with ``fields`` in order; for
-    ``fields=export.EXPORT_FIELDS`` byte-identical to ``export.to_jsonl(rows).encode("utf-8")``.
+    ``fields=export.EXPORT_FIELDS`` byte-identical to the reference encoder's output.
 
     Raises ``ValueError`` for ±inf (not JSON), ``TypeError`` for values JSON cannot represent and
-    ``UnicodeEncodeError`` for lone surrogates, like the export it replaces.
+    ``UnicodeEncodeError`` for lone surrogates, like the reference.
     """
     fields = list(fields)
     if rows.empty:
@@ -172,7 +171,7 @@ def _encode_values(series: pd.Series) -> Parts:
 
 
 def _encode_status(series: pd.Series) -> Parts:
-    # export writes str(value): a missing status is the text of the missing-value marker
+    # the reference writes str(value): a missing status is the text of the missing-value marker
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         encoded = _encode_categorical(series, missing=_dumps(str(np.nan)))
@@ -187,7 +186,7 @@ def _encode_status(series: pd.Series) -> Parts:
 
 
 def _generic(values: list, *, convert=None) -> Parts:
-    """The per-value path of export itself (``convert`` as export applies it before ``_json_value``)."""
+    """The per-value path of the reference itself (``convert`` as the reference applies it before ``_json_value``)."""
     fragments = []
     append = fragments.append
     for row, value in enumerate(values):
@@ -361,7 +360,7 @@ def _float_fragments_of(x: np.ndarray) -> pa.Array:
 
 
 def _encode_horizon(series: pd.Series) -> Parts:
-    # export: int(h) if float(h).is_integer() else float(h)
+    # the reference: int(h) if float(h).is_integer() else float(h)
     dtype = series.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
         return [_int_fragments(series.to_numpy())]

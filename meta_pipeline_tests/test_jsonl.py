@@ -1,4 +1,4 @@
-"""``jsonl.encode_rows`` is byte-identical to ``export.to_jsonl(rows).encode()`` (and fails alike)."""
+"""``jsonl.encode_rows`` is byte-identical to ``jsonl_oracle.to_jsonl(rows).encode()`` (and fails alike)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meta_pipeline.export import EXPORT_FIELDS, to_jsonl
+from meta_pipeline.export import EXPORT_FIELDS
 from meta_pipeline.jsonl import encode_rows
+from meta_pipeline_tests.jsonl_oracle import to_jsonl
 
 NS_LOW = pd.Timestamp("1678-01-01", tz="UTC").value
 NS_HIGH = pd.Timestamp("2262-01-01", tz="UTC").value

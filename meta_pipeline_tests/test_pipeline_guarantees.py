@@ -186,7 +186,8 @@ def test_temp_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
 
 
 def test_no_output_ever_holds_a_non_finite_number(tmp_path):
-    from meta_pipeline.export import to_jsonl
+    from meta_pipeline.export import EXPORT_FIELDS
+    from meta_pipeline.jsonl import encode_rows
 
     row = {
         "ts": pd.Timestamp("2024-03-01T10:00Z"),
@@ -202,7 +203,7 @@ def test_no_output_ever_holds_a_non_finite_number(tmp_path):
     for column in ("confidence", "score_final", "instrument", "net_pnl_bps"):
         frame[column] = None
     with pytest.raises(ValueError):
-        to_jsonl(frame)
+        encode_rows(frame, EXPORT_FIELDS)
 
 
 def _exported(root: Path) -> list[dict]:
