@@ -60,6 +60,17 @@ def _demo_first_day(demo_dir: Path) -> date | None:
     return None
 
 
+def _use_demo_root(demo_dir: Path) -> bool:
+    """Point the environment at an existing demo data root; False (and why) if there is none."""
+    demo_dir = demo_dir.resolve()
+    first_day = _demo_first_day(demo_dir)
+    if first_day is None:
+        print(f"no demo data in {demo_dir}: run `meta-pipeline demo` first", file=sys.stderr)
+        return False
+    os.environ.update(demo_environment(demo_dir, first_day))
+    return True
+
+
 def demo(args: argparse.Namespace) -> int:
     from meta_pipeline.demo import generate_demo
 
@@ -120,13 +131,8 @@ def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bo
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.demo:
-        demo_dir = Path(args.dir).resolve()
-        first_day = _demo_first_day(demo_dir)
-        if first_day is None:
-            print(f"no demo data in {demo_dir}: run `meta-pipeline demo` first", file=sys.stderr)
-            return 2
-        os.environ.update(demo_environment(demo_dir, first_day))
+    if args.demo and not _use_demo_root(Path(args.dir)):
+        return 2
     try:
         first, last = date.fromisoformat(args.start), date.fromisoformat(args.end or args.start)
     except ValueError as exc:
@@ -171,13 +177,8 @@ Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 
 
 
 def ui(args: argparse.Namespace) -> int:
-    if args.demo:
-        demo_dir = Path(args.dir).resolve()
-        first_day = _demo_first_day(demo_dir)
-        if first_day is None:
-            print(f"no demo data in {demo_dir}: run `meta-pipeline demo` first", file=sys.stderr)
-            return 2
-        os.environ.update(demo_environment(demo_dir, first_day))
+    if args.demo and not _use_demo_root(Path(args.dir)):
+        return 2
     _prepare_dagster_home()
     # the workspace names the code location `meta_pipeline`, as `dagster dev` and `dg dev` do
     workspace = REPO_ROOT / "workspace.yaml"
