@@ -22,8 +22,9 @@ from meta_pipeline.defs.ingestion import (
 )
 from meta_pipeline.defs.prices import price_bars
 from meta_pipeline.defs.reconciliation import reconciled_export, reconciled_trades
-from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
+from meta_pipeline.defs.resources import DataRoot
 from meta_pipeline.storage import Warehouse
+from meta_pipeline_tests.pipeline import run_range, test_resources
 
 ASSETS = [
     signals,
@@ -66,25 +67,10 @@ def _run(
     root: Path, fx, first: str = FIRST, last: str = LAST, *, rebuild: bool = False, assets=ASSETS
 ) -> None:
     config = {"ops": {a: {"config": {"rebuild_from_start": True}} for a in (names.SIGNALS, names.TELEMETRY)}}
-    result = dg.materialize(
-        assets,
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={
-            "data_root": DataRoot(root=str(root)),
-            "ingestion_policy": IngestionPolicy(),
-            "price_sources": PriceSources(
-                sources=["binance"],
-                binance_base_url=fx.binance_url,
-                coinbase_base_url=fx.coinbase_url,
-                bars_dir=str(root / "bars"),
-                backoff_seconds=0.001,
-            ),  # fmt: skip
-            "reconciliation_policy": ReconciliationPolicy(),
-        },
-        tags={names.RANGE_START_TAG: first, names.RANGE_END_TAG: last},
-        run_config=config if rebuild else None,
-    )
-    assert result.success
+    resources = test_resources(root, fx, sources=["binance"])
+    assert run_range(
+        root, fx, first, last, assets, resources=resources, run_config=config if rebuild else None
+    ).success
 
 
 def _state(root: Path, *, line_numbers: bool = True) -> dict:

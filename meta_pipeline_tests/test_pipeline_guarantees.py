@@ -15,8 +15,8 @@ from meta_pipeline import names
 from meta_pipeline.defs.ingestion import signal_quarantine, signals, telemetry, telemetry_quarantine
 from meta_pipeline.defs.prices import price_bars
 from meta_pipeline.defs.reconciliation import reconciled_export, reconciled_trades
-from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
 from meta_pipeline.storage import Warehouse, atomic_write_text, remove_stale_temp_files
+from meta_pipeline_tests.pipeline import run_range
 
 ASSETS = [
     signals,
@@ -51,25 +51,7 @@ def _write_inputs(root: Path, lines=LINES) -> None:
 
 
 def _run(root: Path, fx, start: str, end: str, assets=ASSETS, **kwargs) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        assets,
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={
-            "data_root": DataRoot(root=str(root)),
-            "ingestion_policy": IngestionPolicy(),
-            "price_sources": PriceSources(
-                sources=["binance", "coinbase"],
-                binance_base_url=fx.binance_url,
-                coinbase_base_url=fx.coinbase_url,
-                bars_dir=str(root / "bars"),
-                backoff_seconds=0.001,
-                read_timeout_seconds=5,
-            ),
-            "reconciliation_policy": ReconciliationPolicy(),
-        },
-        tags={names.RANGE_START_TAG: start, names.RANGE_END_TAG: end},
-        **kwargs,
-    )
+    return run_range(root, fx, start, end, assets, **kwargs)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

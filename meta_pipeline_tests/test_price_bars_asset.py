@@ -3,13 +3,12 @@ has when a refetch fails."""
 
 import json
 
-import dagster as dg
 import pandas as pd
 
 from meta_pipeline.defs.ingestion import signals
 from meta_pipeline.defs.prices import price_bars
-from meta_pipeline.defs.resources import DataRoot, PriceSources
 from meta_pipeline.storage import Warehouse
+from meta_pipeline_tests.pipeline import run_range, test_resources
 
 DAY = "2024-03-05"
 
@@ -26,23 +25,8 @@ def _root(tmp_path, lines):
 
 
 def _materialize(root, fx, start=DAY, end=DAY):
-    return dg.materialize(
-        [signals, price_bars],
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={
-            "data_root": DataRoot(root=str(root)),
-            "price_sources": PriceSources(
-                sources=["binance", "coinbase"],
-                binance_base_url=fx.binance_url,
-                coinbase_base_url=fx.coinbase_url,
-                bars_dir=str(root / "bars"),
-                backoff_seconds=0.001,
-                max_retries=1,
-                read_timeout_seconds=2,
-            ),
-        },
-        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
-    )
+    resources = test_resources(root, fx, max_retries=1, read_timeout_seconds=2)
+    return run_range(root, fx, start, end, [signals, price_bars], resources=resources)
 
 
 def _metadata(result, key):

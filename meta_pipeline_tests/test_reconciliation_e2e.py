@@ -16,8 +16,8 @@ import pytest
 from meta_pipeline.defs.ingestion import signals, telemetry
 from meta_pipeline.defs.prices import price_bars
 from meta_pipeline.defs.reconciliation import reconciled_export, reconciled_trades
-from meta_pipeline.defs.resources import DataRoot, PriceSources, ReconciliationPolicy
 from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR
+from meta_pipeline_tests.pipeline import run_range, test_resources
 
 ASSETS = [signals, telemetry, price_bars, reconciled_trades, reconciled_export]
 
@@ -75,28 +75,9 @@ def _write_root(root: Path) -> None:
     (root / "telemetry" / "events.jsonl").write_text("")
 
 
-def _resources(root: Path, fx) -> dict:
-    return {
-        "data_root": DataRoot(root=str(root)),
-        "price_sources": PriceSources(
-            sources=["binance", "coinbase"],
-            binance_base_url=fx.binance_url,
-            coinbase_base_url=fx.coinbase_url,
-            bars_dir=str(root / "bars"),
-            backoff_seconds=0.001,
-            read_timeout_seconds=5,
-        ),
-        "reconciliation_policy": ReconciliationPolicy(round_trip_cost_bps=7.5),
-    }
-
-
 def _run_range(root: Path, fx, instance, start: str, end: str) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=_resources(root, fx),
-        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
-    )
+    resources = test_resources(root, fx, round_trip_cost_bps=7.5)
+    return run_range(root, fx, start, end, ASSETS, resources=resources, instance=instance)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -50,12 +50,11 @@ import pytest
 
 from meta_pipeline import names
 from meta_pipeline.defs.environment import SETTINGS
-from meta_pipeline.defs.ingestion import signal_quarantine, signals, telemetry, telemetry_quarantine
+from meta_pipeline.defs.ingestion import signals
 from meta_pipeline.defs.partitions import REACH_DAYS
-from meta_pipeline.defs.prices import price_bars
-from meta_pipeline.defs.reconciliation import reconciled_trades
-from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
+from meta_pipeline.export import refresh_full_export
 from meta_pipeline.storage import Warehouse
+from meta_pipeline_tests.pipeline import run_range
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_DATE = "2024-03-01"
@@ -341,40 +340,11 @@ def _unfinished_statuses():
 
 
 # ------------------------------------------------------------------------------- the test (pytest)
-from meta_pipeline.defs.reconciliation import reconciled_export  # noqa: E402
-from meta_pipeline.export import refresh_full_export  # noqa: E402
-
-ASSETS = [
-    signals,
-    telemetry,
-    signal_quarantine,
-    telemetry_quarantine,
-    price_bars,
-    reconciled_trades,
-    reconciled_export,
-]
 
 
 def _cli_style_run(root: Path, fx, first: str, last: str) -> dg.ExecuteInProcessResult:
     """What ``meta-pipeline run --start first --end last`` does: one run of every asset over the range."""
-    return dg.materialize(
-        ASSETS,
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={
-            "data_root": DataRoot(root=str(root)),
-            "ingestion_policy": IngestionPolicy(),
-            "price_sources": PriceSources(
-                sources=["binance", "coinbase"],
-                binance_base_url=fx.binance_url,
-                coinbase_base_url=fx.coinbase_url,
-                bars_dir=str(root / "bars"),
-                backoff_seconds=0.001,
-                read_timeout_seconds=5,
-            ),
-            "reconciliation_policy": ReconciliationPolicy(),
-        },
-        tags={names.RANGE_START_TAG: first, names.RANGE_END_TAG: last},
-    )
+    return run_range(root, fx, first, last)
 
 
 def _run_ui_backfill(tmp_path: Path, root: Path, fx, hash_seed: str) -> dict:
