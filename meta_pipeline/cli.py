@@ -1,4 +1,4 @@
-"""meta-pipeline: the demo and a UI launcher.
+"""meta-pipeline: the demo, a UI launcher and the kill switch.
 
   meta-pipeline demo   writes the deterministic demo data root (11 agents, 30 days, synthetic
                        1-minute bars) and runs the main job over it end to end, offline.
@@ -6,9 +6,14 @@
                        environment's data root or, with --demo, on the demo's.
   meta-pipeline ui     opens the Dagster UI (dagster dev) on the same instance; with --demo, on the
                        demo data root.
+  meta-pipeline kill NAME --reason TEXT     puts an agent (or, with --strategy, a strategy) on the
+  meta-pipeline revive NAME --reason TEXT   kill list, or takes it off; every change is logged
+  meta-pipeline killed                      lists what is killed: since when, by whom and why
 
-Both keep the Dagster instance in $DAGSTER_HOME (default ./.dagster_home, with the project's
-dagster.yaml copied into it). Settings come from the environment (see README, Configuration).
+demo, run and ui keep the Dagster instance in $DAGSTER_HOME (default ./.dagster_home, with the
+project's dagster.yaml copied into it). Settings come from the environment (see README,
+Configuration). kill, revive and killed work on the data root given by --root, else
+$META_PIPELINE_ROOT, else the current directory, and do not load Dagster.
 """
 
 from __future__ import annotations
@@ -188,6 +193,81 @@ def ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _printable(text: str | None) -> str:
+    """``text`` as it may be shown on a terminal: as is when it is plain printable text, else its
+    repr, so a newline or an escape sequence in a name (names are data) cannot break or forge a line."""
+    if text is None:
+        return "?"
+    return text if text and text.isprintable() and text == text.strip() else repr(text)
+
+
+def _kind(args: argparse.Namespace) -> str:
+    return "strategy" if args.strategy else "agent"
+
+
+def switch(args: argparse.Namespace) -> int:
+    """``kill`` and ``revive``: one change of the kill list, by an operator, with a reason."""
+    from meta_pipeline import kill_switch
+
+    if not args.reason.strip():
+        print("--reason must say why (it is kept in the kill log)", file=sys.stderr)
+        return 2
+    change = kill_switch.kill if args.command == "kill" else kill_switch.revive
+    try:
+        entry = change(args.name, _kind(args), reason=args.reason, by="operator", root=args.root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (kill_switch.KillSwitchError, OSError) as exc:  # a corrupt list, a lock, permissions
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    what = f"{entry['kind']} {entry['name']!r}"  # quoted: a name may hold spaces or anything else
+    done = "killed" if entry["action"] == "kill" else "revived"
+    path = kill_switch.list_path(entry["kind"], root=args.root)
+    if entry["noop"]:
+        state = "killed" if entry["action"] == "kill" else "live"
+        print(f"{what} was already {state}: nothing changed (logged as a no-op in {kill_switch.LOG_FILE})")
+    else:
+        print(f"{done} {what} at {entry['time']:%Y-%m-%dT%H:%M:%SZ} ({path})")
+    return 0
+
+
+def list_killed(args: argparse.Namespace) -> int:
+    """``killed``: a plain table of the killed names with since when, by whom and why."""
+    from meta_pipeline import kill_switch
+
+    kind = _kind(args)
+    path = kill_switch.list_path(kind, root=args.root)
+    try:
+        since = kill_switch.killed_since(kind, root=args.root)
+    except (kill_switch.KillSwitchError, OSError) as exc:  # a corrupt list, a lock, permissions
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not since:
+        print(f"no {kind} is killed ({path})")
+        return 0
+    print(f"{len(since)} killed {kind}{'s' if len(since) > 1 else ''} ({path}):")
+    rows = [("NAME", "SINCE (UTC)", "BY", "REASON")]
+    for name, entry in since.items():
+        moment = entry["time"]
+        rows.append(
+            (
+                _printable(name),
+                f"{moment:%Y-%m-%d %H:%M:%S}" if moment is not None else "(not in the log)",
+                _printable(entry["by"]),
+                _printable(entry["reason"]) if entry["reason"] != "" else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(
+            "  ".join(
+                [*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3]]
+            ).rstrip()
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # the CLI runs Dagster in-process; its beta/preview notices are for developers, not operators
     warnings.filterwarnings("ignore", module="dagster")
@@ -231,6 +311,28 @@ def main(argv: list[str] | None = None) -> int:
     ui_parser.add_argument("--host", default="127.0.0.1")
     ui_parser.add_argument("--port", type=int, default=3000)
     ui_parser.set_defaults(handler=ui)
+
+    root_help = "data root (default: $META_PIPELINE_ROOT, else the current directory)"
+    for command, verb in (("kill", "put on"), ("revive", "take off")):
+        switch_parser = commands.add_parser(
+            command,
+            help=f"{verb} the kill list an agent (or, with --strategy, a strategy), with a reason",
+            description=(
+                f"{verb.capitalize()} the kill list one name, as an operator, and log it in "
+                "meta_supervisor/state/kill_log.jsonl. Doing it twice is logged as a no-op. A name "
+                "that starts with '-' goes after '--'."
+            ),
+        )
+        switch_parser.add_argument("name", help="the agent's (or strategy's) name, exactly as it is written")
+        switch_parser.add_argument("--reason", required=True, help="why (kept in the kill log)")
+        switch_parser.add_argument("--strategy", action="store_true", help="a strategy, not an agent")
+        switch_parser.add_argument("--root", help=root_help)
+        switch_parser.set_defaults(handler=switch)
+
+    killed_parser = commands.add_parser("killed", help="list the killed agents (or strategies)")
+    killed_parser.add_argument("--strategy", action="store_true", help="the killed strategies")
+    killed_parser.add_argument("--root", help=root_help)
+    killed_parser.set_defaults(handler=list_killed)
 
     args = parser.parse_args(argv)
     return args.handler(args)

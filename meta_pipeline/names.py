@@ -10,6 +10,14 @@ TELEMETRY_FILE = "telemetry/events.jsonl"
 RECONCILED_FILE = "alpha/reconciled.jsonl"
 RECONCILED_DAYS_DIR = "alpha/reconciled"  # one <YYYY-MM-DD>.jsonl per signal day
 WAREHOUSE_DIR = "warehouse"
+SUPERVISOR_STATE_DIR = "meta_supervisor/state"
+CONFIDENCE_FILE = "meta_supervisor/state/confidence.json"
+DECISIONS_FILE = "meta_supervisor/state/decisions.json"
+KILLED_AGENTS_FILE = "meta_supervisor/state/killed_agents.json"
+KILLED_STRATEGIES_FILE = "meta_supervisor/state/killed_strategies.json"
+KILL_LOG_FILE = "meta_supervisor/state/kill_log.jsonl"
+META_REPORT_FILE = "meta_supervisor/reports/meta_report.json"
+PR_COMMENT_FILE = "meta_supervisor/reports/pr_comment.md"
 
 # assets (also their warehouse folder names)
 SIGNALS = "signals"
@@ -19,6 +27,12 @@ TELEMETRY_QUARANTINE = "telemetry_quarantine"
 PRICE_BARS = "price_bars"
 RECONCILED_TRADES = "reconciled_trades"
 RECONCILED_EXPORT = "reconciled_export"
+CONFIDENCE_STATE = "confidence_state"
+AGENT_STATS = "agent_stats"
+AGENT_DECISIONS = "agent_decisions"
+ALLOCATION_WEIGHTS = "allocation_weights"
+PORTFOLIO = "portfolio"
+META_REPORT = "meta_report"
 
 # asset groups: jobs and schedules select by group, so new groups never join them by accident
 INGESTION_GROUP = "ingestion"
@@ -26,10 +40,12 @@ PRICES_GROUP = "prices"
 RECONCILIATION_GROUP = "reconciliation"
 PIPELINE_GROUPS = (INGESTION_GROUP, PRICES_GROUP, RECONCILIATION_GROUP)
 EXPORTS_GROUP = "exports"  # refreshed on their own cadence, outside the 30-minute tick
+SUPERVISOR_GROUP = "supervisor"  # unpartitioned current views, updated after new reconciled data
 
 MAIN_JOB = "meta_pipeline_job"
 REPROCESS_JOB = "reprocess_inputs"
 EXPORT_JOB = "refresh_reconciled_export"
+SUPERVISOR_JOB = "run_supervisor"
 
 # Dagster's run tags for a run over a range of partitions (one run per range)
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -32,3 +32,12 @@ refresh_export = dg.define_asset_job(
     selection=dg.AssetSelection.groups(names.EXPORTS_GROUP),
     description="Rebuilds alpha/reconciled.jsonl from the per-day files (a byte copy, no recomputation).",
 )
+
+supervisor_job = dg.define_asset_job(
+    names.SUPERVISOR_JOB,
+    selection=dg.AssetSelection.groups(names.SUPERVISOR_GROUP),
+    description=(
+        "Confidence, agent statistics and their blocking checks, decisions and the kill switch, "
+        "allocation, portfolio and the meta report, from the reconciled history as it stands."
+    ),
+)

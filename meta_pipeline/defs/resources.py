@@ -14,6 +14,7 @@ from meta_pipeline import names
 from meta_pipeline.prices.fetcher import DEFAULT_MAX_CONSECUTIVE_FAILURES, PriceFetcher, build_sources
 from meta_pipeline.settings import Settings
 from meta_pipeline.storage import Warehouse
+from meta_pipeline.supervisor.policy import SupervisorPolicy
 
 
 class DataRoot(dg.ConfigurableResource):
@@ -105,6 +106,44 @@ class ReconciliationPolicy(dg.ConfigurableResource):
     round_trip_cost_bps: float = 0.0  # net_pnl_bps = realized_pnl_bps − this
 
 
+class SupervisorSettings(dg.ConfigurableResource):
+    """The supervisor's thresholds (docs/rules.md, *Supervisor rules*), editable in the launchpad.
+    Field for field :class:`~meta_pipeline.supervisor.policy.SupervisorPolicy`, whose defaults are
+    the users' rules; ``None`` turns a promotion gate off."""
+
+    promote_min_pnl_bps: float | None = SupervisorPolicy.promote_min_pnl_bps
+    promote_min_hit_rate: float | None = SupervisorPolicy.promote_min_hit_rate
+    promote_max_error_rate: float | None = SupervisorPolicy.promote_max_error_rate
+    promote_max_avg_latency_ms: float | None = SupervisorPolicy.promote_max_avg_latency_ms
+    promote_min_trades: int | None = SupervisorPolicy.promote_min_trades
+    promote_min_timing_psr: float | None = SupervisorPolicy.promote_min_timing_psr
+    kill_below_pnl_bps: float = SupervisorPolicy.kill_below_pnl_bps
+    kill_above_error_rate: float = SupervisorPolicy.kill_above_error_rate
+    score_losing: int = SupervisorPolicy.score_losing
+    losing_min_trades: int = SupervisorPolicy.losing_min_trades
+    score_deep_loss: int = SupervisorPolicy.score_deep_loss
+    deep_loss_below_pnl_bps: float = SupervisorPolicy.deep_loss_below_pnl_bps
+    score_errors: int = SupervisorPolicy.score_errors
+    errors_above_rate: float = SupervisorPolicy.errors_above_rate
+    score_cost: int = SupervisorPolicy.score_cost
+    cost_above_usd: float = SupervisorPolicy.cost_above_usd
+    retire_min_score: int = SupervisorPolicy.retire_min_score
+    watch_min_score: int = SupervisorPolicy.watch_min_score
+    allocation_max_error_rate: float = SupervisorPolicy.allocation_max_error_rate
+    allocation_cap: float | None = SupervisorPolicy.allocation_cap
+    psr_probability: float = SupervisorPolicy.psr_probability
+    lookback_days: int | None = SupervisorPolicy.lookback_days
+    check_min_fleet_trades: int = SupervisorPolicy.check_min_fleet_trades
+    check_max_unpriced_share: float = SupervisorPolicy.check_max_unpriced_share
+    check_min_telemetry_coverage: float = SupervisorPolicy.check_min_telemetry_coverage
+
+    @property
+    def policy(self) -> SupervisorPolicy:
+        return SupervisorPolicy(
+            **{name: getattr(self, name) for name in SupervisorPolicy.__dataclass_fields__}
+        )
+
+
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "data_root": DataRoot(root=str(settings.root)),
@@ -116,4 +155,5 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             bars_dir=str(settings.bars_dir),
         ),
         "reconciliation_policy": ReconciliationPolicy(),
+        "supervisor_settings": SupervisorSettings(),
     }

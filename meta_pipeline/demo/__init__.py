@@ -11,11 +11,12 @@ containers), everything the supervisor reads:
   layout for BTCUSDT, ETHUSDT, SOLUSDT and DOGEUSDT, from ``start`` to ``start + days + 2``, with an
   8-minute SOLUSDT gap on day 12 (:mod:`meta_pipeline.demo.market`).
 
-The 11 agents (:mod:`meta_pipeline.demo.agents`) are built so that each reaches one intended
-decision (PROMOTE, HOLD, WATCH, KILL or RETIRE) under the default supervisor rules
-(:class:`~meta_pipeline.supervisor.policy.SupervisorPolicy`; docs/rules.md, *Supervisor rules*),
-with a margin from every threshold (:mod:`meta_pipeline.demo.fleet`). The same arguments always
-give byte-identical files.
+The 12 agents (:mod:`meta_pipeline.demo.agents`) are built so that each reaches one intended
+decision (PROMOTE, HOLD, KILL or RETIRE) and retirement label (KEEP, WATCH or RETIRE) under the
+default supervisor rules (:class:`~meta_pipeline.supervisor.policy.SupervisorPolicy`; docs/rules.md,
+*Supervisor rules*), with a margin from every threshold (:mod:`meta_pipeline.demo.fleet`). Together
+they show every decision and label; KILLED follows on the next supervisor run, once KILL and RETIRE
+are on the kill list. The same arguments always give byte-identical files.
 
 Run it with ``meta-pipeline demo``. Existing input files under the root are replaced (atomically)
 and stale bar files for the demo symbols are removed. Supervisor outputs already in the directory are
@@ -71,7 +72,9 @@ class DemoSummary:
     n_telemetry: int  # telemetry lines = agent runs
     n_malformed: int  # signal lines the quarantine must catch
     n_duplicates: int  # extra copies of valid signal lines
-    intended: dict[str, str]  # agent → PROMOTE / HOLD / WATCH / KILL / RETIRE
+    intended: dict[str, str]  # agent → decision: PROMOTE / HOLD / KILL / RETIRE
+    labels: dict[str, str] = field(default_factory=dict)  # agent → label: KEEP / WATCH / RETIRE
+    held_by: dict[str, tuple[str, ...]] = field(default_factory=dict)  # HOLD agent → gates built to fail
     reasons: dict[str, str] = field(default_factory=dict)
     malformed_kinds: list[str] = field(default_factory=list)
     gap: tuple[str, date, str, int] = ("", date.min, "", 0)  # symbol, day, "HH:MM" start, minutes
@@ -133,6 +136,8 @@ def generate_demo(
         n_malformed=signals.n_malformed,
         n_duplicates=signals.n_duplicates,
         intended={a.name: a.intended for a in AGENTS},
+        labels={a.name: a.label for a in AGENTS},
+        held_by={a.name: a.held_by for a in AGENTS if a.held_by},
         reasons={a.name: a.why for a in AGENTS},
         malformed_kinds=list(MALFORMED_KINDS),
         gap=(

@@ -1,29 +1,43 @@
-"""The demo fleet's roster: 11 agents, each built to reach one decision under the default rules.
+"""The demo fleet's roster: 12 agents, each built to reach one decision and label under the default rules.
 
-The decisions are those of :class:`~meta_pipeline.supervisor.policy.SupervisorPolicy` with its
-default thresholds (docs/rules.md, *Supervisor rules*); :mod:`meta_pipeline.demo.fleet` makes each
-agent's statistics land in its bands.
+The decisions and labels are those of :class:`~meta_pipeline.supervisor.policy.SupervisorPolicy` with
+its default thresholds (docs/rules.md, *Supervisor rules*): decision KILLED, RETIRE, KILL, PROMOTE or
+HOLD, label KEEP, WATCH or RETIRE from the retirement score. :mod:`meta_pipeline.demo.fleet` makes each
+agent's statistics land in its bands. KILLED is never intended: it is what KILL and RETIRE become on
+the next supervisor run, once the pipeline has put those agents on the kill list.
 
-====================  ==========================================  ========  ============================
-agent                 behaviour                                   intended  why
-====================  ==========================================  ========  ============================
-alpha_trend           skilled (p=0.7), clean, fast, cheap         PROMOTE   passes every gate
-beta_meanrev          skilled (p=0.7), slow (~1.5 s)              HOLD      avg latency > 900 ms
-gamma_coinflip        coin flip, clean; has the 2 unpriced rows   HOLD      hit rate < 0.55
-delta_contrarian      anti-skilled (p=0.3), clean, cheap          KILL      pnl < −150 (score 70)
-epsilon_flaky         skilled; ~35 % of runs error and time out,  KILL      error rate > 0.20 over all
-                      never on a run that emits a signal                    runs; the trades look clean
-zeta_wobbly           slightly negative pnl, errors in ~15 %      WATCH     score 40 + 20 = 60 (HOLD)
-eta_burner            anti-skilled, slow, ~50 USD, 15 % errors    RETIRE    score 40+30+20+10 = 100
-theta_sparse          skilled, 8 trades in 30 days                HOLD      too few trades to promote
-iota_expensive        coin flip, slightly negative, ~25 USD       HOLD      score 40 + 10 = 50 (KEEP)
-kappa_regime          right in trend, wrong in high_vol           HOLD      hit rate < 0.55
-<b>x</b>              coin flip that made money (HTML in name)    HOLD      hit rate < 0.55; gets capital
-====================  ==========================================  ========  ============================
+====================  ==========================================  ===============  ===========================
+agent                 behaviour                                   intended         why (gate that holds it)
+====================  ==========================================  ===============  ===========================
+alpha_trend           skilled (p=0.75), clean, fast, cheap        PROMOTE / KEEP   passes every gate; timing
+                                                                                   PSR ≥ 0.97 on its chain
+beta_meanrev          skilled (p=0.7), slow (~1.5 s)              HOLD / KEEP      avg latency > 900 ms
+gamma_coinflip        coin flip, clean; has the 2 unpriced rows   HOLD / KEEP      hit rate < 0.55
+delta_contrarian      anti-skilled (p=0.3), clean, cheap          KILL / WATCH     pnl < −150 (score 70)
+epsilon_flaky         skilled; ~35 % of runs error and time out,  KILL / KEEP      error rate > 0.20 over
+                      never on a run that emits a signal                           all runs; trades look clean
+zeta_wobbly           slightly negative pnl, errors in ~15 %      HOLD / WATCH     pnl < 150, error rate > 0;
+                                                                                   score 40 + 20 = 60
+eta_burner            anti-skilled, slow, ~50 USD, 15 % errors    RETIRE / RETIRE  score 40+30+20+10 = 100
+theta_sparse          skilled, 8 lucky trades in 30 days          HOLD / KEEP      trades < 10; its timing
+                                                                                   PSR ≤ 0.93 fails too
+iota_expensive        coin flip, slightly negative, ~25 USD       HOLD / KEEP      pnl < 150 (score 40 + 10
+                                                                                   = 50: KEEP)
+kappa_regime          right in trend, wrong in high_vol           HOLD / KEEP      hit rate < 0.55
+<b>x</b>              coin flip that made money (HTML in name)    HOLD / KEEP      hit rate < 0.55; gets
+                                                                                   capital
+mu_always_long        new: live a few days during a rising        HOLD / KEEP      timing PSR undefined ("no
+                      stretch of one symbol, always LONG on it                     timing variation")
+====================  ==========================================  ===============  ===========================
 
-``epsilon_flaky`` shows why reliability must count all runs: its erroring runs emit no signal, so
-an error rate taken over the runs that traded is 0 and it would be promoted. ``theta_sparse`` passes
-every other promotion gate on 8 trades; only the minimum trade count holds it.
+Two agents pass every gate of the app's first rules (pnl ≥ 150 bps, hit rate ≥ 0.55, error rate 0,
+average latency ≤ 900 ms) and are held by the evidence gates. ``theta_sparse`` made its money on 8
+trades: the minimum trade count holds it, and the probabilistic Sharpe ratio of its timing returns on
+so short a chain fails as well. ``mu_always_long`` made ≥ 180 bps with a hit rate ≥ 0.57 on ≥ 12
+trades by holding one symbol LONG while it rose: all of that is the market's drift, its timing returns
+are all 0 and the timing-PSR gate holds it. ``epsilon_flaky`` shows why reliability must count all
+runs: its erroring runs emit no signal, so an error rate taken over the runs that traded is 0 and the
+first rules would promote it.
 """
 
 from __future__ import annotations
@@ -39,8 +53,10 @@ class AgentSpec:
 
     name: str
     skill: float | tuple[float, float, float]  # P(right direction); per regime (trend, range, high_vol)
-    intended: str  # the decision the default rules should reach
+    intended: str  # the decision the default rules should reach (RETIRE, KILL, PROMOTE or HOLD)
     why: str
+    label: str = "KEEP"  # the retirement label the default rules should give (KEEP, WATCH or RETIRE)
+    held_by: tuple[str, ...] = ()  # HOLD: the promotion gates (names in supervisor.decisions) built to fail
     runs_per_day: tuple[int, int] = (3, 10)
     signal_share: float = 0.6  # P(a run emits a signal)
     n_trades: int | None = None  # exact number of signals instead of signal_share
@@ -54,7 +70,9 @@ class AgentSpec:
     prompt_version: str = "v3.2"
     pnl_band: tuple[float, float] = (-np.inf, np.inf)  # on the 24 h pnl sum, bps
     hit_band: tuple[float, float] = (0.0, 1.0)
+    timing_psr_band: tuple[float, float] | None = None  # on the chain timing PSR (undefined counts as 0)
     regime_story: bool = False  # pnl > 0 in trend, < 0 in high_vol
+    rides_a_rally: bool = False  # live only during a rising stretch of one symbol, always LONG on it
     latency_spikes_on_losses: bool = False  # losing runs take 1.6× as long (something for forensics)
     unpriced_gap_signals: bool = False  # two extra GAP_SYMBOL signals the bar gap leaves unpriced
     hosts_malformed_lines: bool = False  # the deliberate malformed signal lines may use its silent runs
@@ -71,12 +89,13 @@ _MID = {"model": "claude-3-5-haiku", "tokens": (4_000, 600), "usd_per_mtok": (0.
 AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec(
         "alpha_trend",
-        0.70,
+        0.75,
         "PROMOTE",
-        "skilled, clean, fast, cheap: passes every gate",
+        "skilled, clean, fast, cheap: passes every gate, timing PSR >= 0.97 on its chain",
         latency_ms=520,
         pnl_band=(1500, np.inf),
         hit_band=(0.62, 1.0),
+        timing_psr_band=(0.97, 1.0),
         **_CHEAP,
     ),
     AgentSpec(
@@ -84,6 +103,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         0.70,
         "HOLD",
         "skilled but avg latency > 900 ms blocks promotion",
+        held_by=("avg latency",),
         latency_ms=1500,
         model="claude-3-5-sonnet",
         tokens=(2_500, 400),
@@ -96,6 +116,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         0.50,
         "HOLD",
         "coin flip: hit rate < 0.55, pnl well above -150",
+        held_by=("hit rate",),
         latency_ms=480,
         pnl_band=(-100, np.inf),
         hit_band=(0.45, 0.52),
@@ -107,7 +128,8 @@ AGENTS: tuple[AgentSpec, ...] = (
         "delta_contrarian",
         0.30,
         "KILL",
-        "anti-skilled: pnl < -150 (score 70, not RETIRE)",
+        "anti-skilled: pnl < -150 (score 70: label WATCH, not RETIRE)",
+        label="WATCH",
         latency_ms=600,
         pnl_band=(-np.inf, -1500),
         hit_band=(0.0, 0.40),
@@ -128,8 +150,10 @@ AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec(
         "zeta_wobbly",
         0.48,
-        "WATCH",
-        "slightly negative pnl + 15% erroring runs: score 60",
+        "HOLD",
+        "slightly negative pnl + 15% erroring runs: score 60, label WATCH; pnl and error rate hold it",
+        label="WATCH",
+        held_by=("pnl", "error rate"),
         latency_ms=600,
         error_share=0.15,
         pnl_band=(-120, -30),
@@ -141,6 +165,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         0.30,
         "RETIRE",
         "anti-skilled, > 5 USD of tokens, 15% errors: score 100",
+        label="RETIRE",
         latency_ms=1300,
         error_share=0.15,
         model="o1",
@@ -153,12 +178,14 @@ AGENTS: tuple[AgentSpec, ...] = (
         "theta_sparse",
         0.75,
         "HOLD",
-        "8 trades: passes every other promotion gate, too few trades to promote",
+        "8 lucky trades: passes the first rules, held by the trade count and by its timing PSR",
+        held_by=("trades", "timing PSR"),
         runs_per_day=(3, 3),
         n_trades=8,
         latency_ms=450,
         pnl_band=(300, np.inf),
         hit_band=(0.62, 1.0),
+        timing_psr_band=(0.0, 0.93),
         universe=("BTC", "ETH"),
         **_CHEAP,
     ),
@@ -166,7 +193,8 @@ AGENTS: tuple[AgentSpec, ...] = (
         "iota_expensive",
         0.50,
         "HOLD",
-        "coin flip, ~25 USD of tokens, slightly negative: score 50",
+        "coin flip, ~25 USD of tokens, slightly negative: score 50 (KEEP); pnl < 150 holds it",
+        held_by=("pnl",),
         latency_ms=650,
         model="gpt-4-turbo",
         tokens=(9_000, 1_500),
@@ -179,6 +207,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         (0.80, 0.50, 0.20),
         "HOLD",
         "right in trend, wrong in high_vol: hit rate < 0.55 (forensics: regime mismatch)",
+        held_by=("hit rate",),
         latency_ms=610,
         pnl_band=(-100, np.inf),
         hit_band=(0.40, 0.53),
@@ -191,11 +220,27 @@ AGENTS: tuple[AgentSpec, ...] = (
         0.50,
         "HOLD",
         "coin flip that made money: hit rate < 0.55; HTML in its name",
+        held_by=("hit rate",),
         latency_ms=500,
         pnl_band=(200, np.inf),
         hit_band=(0.45, 0.53),
         prompt_version="v0.1-<i>",
         hosts_malformed_lines=True,
+        **_CHEAP,
+    ),
+    AgentSpec(
+        "mu_always_long",
+        0.5,  # unused: its direction is always LONG
+        "HOLD",
+        "always LONG on one symbol during a rising stretch: passes the first rules, "
+        "no timing variation holds it",
+        held_by=("timing PSR",),
+        latency_ms=470,
+        pnl_band=(180, np.inf),
+        hit_band=(0.57, 1.0),
+        timing_psr_band=(0.0, 0.93),
+        rides_a_rally=True,
+        prompt_version="v1.0",
         **_CHEAP,
     ),
 )

@@ -7,12 +7,22 @@ write telemetry.
 
 Agent skill comes from the bars. For a signal at t the fleet takes the realised 24 h return (price at
 t to price at t + 24 h, docs/rules.md, *Pricing and PnL*) and picks the right direction with
-probability ``p`` (per regime for ``kappa_regime``). Each agent then has to land in a target band:
-its own ``pnl_band`` and ``hit_band``, plus staying at least :data:`MARGIN_PNL` away from the
-summed-PnL thresholds (−150, 0, +150 bps) and :data:`MARGIN_RATE` away from the promotion hit rate.
-Direction draws are repeated, from the agent's own random stream, until the realised statistics land
-in the band; the first draw that lands is used, so the result stays deterministic. This makes the
-intended decision hold for any seed, not just the default one, and raises if no draw lands.
+probability ``p`` (per regime for ``kappa_regime``), independently for every signal. Each agent then
+has to land in a target band: its own ``pnl_band`` and ``hit_band``, plus staying at least
+:data:`MARGIN_PNL` away from the summed-PnL thresholds (−150, 0, +150 bps) and :data:`MARGIN_RATE`
+away from the promotion hit rate. An agent with a ``timing_psr_band`` must also land there with the
+probabilistic Sharpe ratio of its timing returns on its chain of non-overlapping trades, computed by
+:func:`meta_pipeline.supervisor.significance.significance_by_agent` on the agent's own matured 24 h
+trades exactly as the supervisor will see them (an undefined PSR counts as 0), and stay
+:data:`MARGIN_PSR` away from the promotion gate. Direction draws are repeated, from the agent's own
+random stream, until the realised statistics land in the band; the first draw that lands is used, so
+the result stays deterministic. This makes the intended decision hold for any seed, not just the
+default one, and raises if no draw lands.
+
+An agent that ``rides_a_rally`` has no skill and no draws: it is live for a few days only, always LONG
+on one symbol. Its stretch is the first window (shortest first, then earliest, then symbol order) in
+which the runs drawn for it would land in its bands, all priced; its runs outside the window are
+dropped (it was not live then). Its timing returns are all 0, so its PSR is undefined.
 
 The thresholds are :class:`~meta_pipeline.supervisor.policy.SupervisorPolicy`'s defaults
 (docs/rules.md, *Supervisor rules*). Error rate, average latency and cost over all runs follow from
@@ -31,6 +41,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 
 from meta_pipeline.demo.agents import AgentSpec
 from meta_pipeline.demo.market import (
@@ -43,6 +54,7 @@ from meta_pipeline.demo.market import (
     price_at,
     regimes,
 )
+from meta_pipeline.supervisor import significance
 from meta_pipeline.supervisor.policy import SupervisorPolicy
 
 POLICY = SupervisorPolicy()  # the fleet is built against the default rules
@@ -53,6 +65,11 @@ MARGIN_PNL = 30.0  # bps of summed pnl
 MARGIN_RATE = 0.02  # of hit rate and error rate (shares)
 MARGIN_LATENCY_MS = 100.0
 MARGIN_COST_USD = 1.0
+MARGIN_PSR = 0.02  # of the chain timing PSR (a probability)
+MIN_TRADES_MARGIN = 2  # a rally rider has at least promote_min_trades + this many trades
+
+RALLY_DAYS = (4, 10)  # shortest and longest stretch a rally rider is live (days)
+PSR_CANDIDATES = 64  # draws in band per batch whose timing PSR is computed, at most
 
 
 @dataclass
@@ -90,7 +107,10 @@ def simulate_agent(
         gap_ms = gap_start_ms(start_ms)
         extra_ms = [gap_ms + 30_500, gap_ms - DAY_MS + 45_000]
     runs = _make_runs(spec, rng, start_ms, start, days, extra_ms)
-    _choose_directions(runs, rng, bars)
+    if spec.rides_a_rally:
+        runs = _ride_a_rally(runs, rng, bars, start_ms, days)
+    else:
+        _choose_directions(runs, rng, bars)
     _finish_runs(runs)
     _check_reliability_margins(runs)
     return runs
@@ -184,6 +204,51 @@ def _clear_of_thresholds(pnl: np.ndarray, hit: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _returns(bar: Bars, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Realised 24 h return (a fraction; NaN when unpriced) and regime index of signals at ``t`` (ms)."""
+    entry = price_at(bar.open_time, bar.open, t)
+    exit_ = price_at(bar.open_time, bar.open, t + HORIZON_MS)
+    return exit_ / entry - 1.0, regimes(bar, t)
+
+
+def _in_band(value: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    return (value >= band[0]) & (value <= band[1])
+
+
+def _timing_psr(runs: Runs, idx: np.ndarray, signs: np.ndarray, pnl: np.ndarray) -> np.ndarray:
+    """Chain timing PSR of each direction draw (rows of ``signs`` and ``pnl``, shape (k, len(idx))),
+    computed by the supervisor's significance module on the trades frame it would read: the priced
+    signals ``idx`` of ``runs`` as matured 24 h trades, net = gross (the round-trip cost defaults to 0).
+    Each draw is a separate agent of one frame. Returns shape (k,); NaN where the PSR is undefined."""
+    k, n = signs.shape
+    ts = pd.to_datetime(np.tile(runs.sig_ms[idx], k), unit="ms", utc=True)
+    gross = pnl.ravel()
+    trades = pd.DataFrame(
+        {
+            "agent": np.repeat(np.arange(k), n),
+            "run_id": np.tile(np.asarray(runs.run_id, dtype=object)[idx], k),
+            "instrument": np.tile(np.asarray([f"{b}USDT" for b in runs.base[idx]], dtype=object), k),
+            "ts": ts,
+            "exit_ts": ts + pd.Timedelta(milliseconds=HORIZON_MS),
+            "direction": np.where(signs.ravel() > 0, "LONG", "SHORT"),
+            "gross_bps": gross,
+            "net_bps": gross,
+        }
+    )
+    psr = significance.significance_by_agent(trades, prob=POLICY.psr_probability)["timing_psr"]
+    return psr.reindex(np.arange(k)).to_numpy(dtype="float64")
+
+
+def _psr_lands(spec: AgentSpec, psr: np.ndarray) -> np.ndarray:
+    """True where a chain timing PSR (NaN: undefined, counted as 0) lands in the agent's band, clear of
+    the promotion gate."""
+    value = np.nan_to_num(psr, nan=0.0)
+    ok = _in_band(value, spec.timing_psr_band) if spec.timing_psr_band else np.ones(value.shape, bool)
+    if POLICY.promote_min_timing_psr:
+        ok &= np.abs(value - POLICY.promote_min_timing_psr) >= MARGIN_PSR
+    return ok
+
+
 def _choose_directions(runs: Runs, rng: np.random.Generator, bars: dict[str, Bars]) -> None:
     spec = runs.spec
     idx = np.flatnonzero(runs.emits)
@@ -192,11 +257,7 @@ def _choose_directions(runs: Runs, rng: np.random.Generator, bars: dict[str, Bar
     regime = np.ones(len(idx), dtype=np.int64)
     for b in sorted(set(runs.base[idx].tolist())):
         m = runs.base[idx] == b
-        bar = bars[f"{b}USDT"]
-        entry = price_at(bar.open_time, bar.open, t[m])
-        exit_ = price_at(bar.open_time, bar.open, t[m] + HORIZON_MS)
-        ret[m] = exit_ / entry - 1.0
-        regime[m] = regimes(bar, t[m])
+        ret[m], regime[m] = _returns(bars[f"{b}USDT"], t[m])
     priced = np.isfinite(ret)
     truth = np.where(ret < 0, -1, 1)  # a flat move counts as LONG being "right"; pnl is 0 either way
     p = spec.p_right(regime)
@@ -214,6 +275,12 @@ def _choose_directions(runs: Runs, rng: np.random.Generator, bars: dict[str, Bar
         if spec.regime_story:
             ok &= (pnl * (regime == 0)).sum(axis=1) > 0
             ok &= (pnl * (regime == 2)).sum(axis=1) < 0
+        if spec.timing_psr_band is not None and ok.any():
+            # only the first few draws in band: the first whose PSR lands wins, as without a PSR band
+            candidates = np.flatnonzero(ok)[:PSR_CANDIDATES]
+            ok[:] = False
+            psr = _timing_psr(runs, idx[priced], sign[candidates][:, priced], pnl[candidates][:, priced])
+            ok[candidates] = _psr_lands(spec, psr)
         if ok.any():
             k = int(np.argmax(ok))
             chosen = (right[k], sign[k], pnl[k])
@@ -223,6 +290,68 @@ def _choose_directions(runs: Runs, rng: np.random.Generator, bars: dict[str, Bar
     runs.right[idx], runs.sign[idx] = chosen[0], chosen[1]
     runs.pnl[idx] = np.where(priced, chosen[2], np.nan)
     runs.regime[idx] = regime
+
+
+def _ride_a_rally(
+    runs: Runs, rng: np.random.Generator, bars: dict[str, Bars], start_ms: int, days: int
+) -> Runs:
+    """Keep only the runs of the agent's stretch, always LONG on the stretch's symbol (module docstring).
+
+    Raises RuntimeError when no window of :data:`RALLY_DAYS` days on any symbol of the agent's universe
+    lands in its bands."""
+    spec = runs.spec
+    day_of = (runs.sig_ms - start_ms) // DAY_MS
+    emitting = np.flatnonzero(runs.emits)
+    ret = {b: _returns(bars[f"{b}USDT"], runs.sig_ms[emitting]) for b in sorted(spec.universe)}
+    min_trades = (POLICY.promote_min_trades or 0) + MIN_TRADES_MARGIN
+    for length in range(RALLY_DAYS[0], RALLY_DAYS[1] + 1):
+        for first in range(days - length + 1):
+            live = (day_of[emitting] >= first) & (day_of[emitting] < first + length)
+            if live.sum() < min_trades:
+                continue
+            for base, (r, regime) in ret.items():
+                if not np.isfinite(r[live]).all():  # every trade priced
+                    continue
+                pnl = r[live] * 1e4
+                total, hit = np.array([pnl.sum()]), np.array([(pnl > 0).mean()])
+                ok = _in_band(total, spec.pnl_band) & _in_band(hit, spec.hit_band)
+                if not (ok & _clear_of_thresholds(total, hit))[0]:
+                    continue
+                keep = (day_of >= first) & (day_of < first + length)
+                rally = _subset(runs, keep)
+                sel = np.flatnonzero(rally.emits)
+                rally.base[:] = base
+                pick = rng.integers(0, 1_000_000, len(rally.base))
+                rally.spelling = [SPELLINGS[base][k % len(SPELLINGS[base])] for k in pick.tolist()]
+                rally.sign[sel], rally.right[sel] = 1, r[live] >= 0
+                rally.pnl[sel], rally.regime[sel] = pnl, regime[live]
+                psr = _timing_psr(rally, sel, rally.sign[sel][None, :], pnl[None, :])
+                if not _psr_lands(spec, psr)[0]:
+                    raise RuntimeError(f"demo: {spec.name!r} chain timing PSR {psr[0]} is not in its band")
+                return rally
+    raise RuntimeError(f"demo: no rising stretch for {spec.name!r} lands in its target band")
+
+
+def _subset(runs: Runs, keep: np.ndarray) -> Runs:
+    """The runs where ``keep`` (bool, one per run) is True."""
+    rows = np.flatnonzero(keep)
+    return Runs(
+        runs.spec,
+        [runs.run_id[i] for i in rows],
+        runs.sig_ms[rows],
+        runs.latency[rows],
+        runs.tokens_in[rows],
+        runs.tokens_out[rows],
+        runs.errors[rows],
+        runs.cost[rows],
+        runs.emits[rows],
+        runs.base[rows],
+        [runs.spelling[i] for i in rows],
+        runs.regime[rows],
+        runs.sign[rows],
+        runs.right[rows],
+        runs.pnl[rows],
+    )
 
 
 def _finish_runs(runs: Runs) -> None:

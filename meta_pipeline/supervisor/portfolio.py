@@ -1,0 +1,417 @@
+"""The fleet's portfolio of matured 24 h trades (docs/rules.md, *Supervisor rules*, *Portfolio and drawdown*).
+
+Input of every function: the supervisor's trades frame, one row per matured 24 h trade, with at least
+``exit_ts`` and ``ts`` (datetime64, UTC), ``run_id`` (str) and ``net_bps`` (float, bps); rows in any
+order. The portfolio holds every trade with the same size, so its PnL is the plain **sum** of trade
+bps (not compounded).
+
+**Time order** everywhere is (``exit_ts``, ``ts``, ``run_id``), then ``instrument`` and ``direction``
+when those columns exist: one agent run can emit signals on several instruments at the same instant,
+and the two extra keys make the order total, so a frame whose rows arrive in another order gives the
+same bytes. :func:`time_order` computes it; the confidence fold uses it too.
+
+Drawdown is additive, in bps: ``cum_k`` = running sum of ``net_bps`` up to trade k (time order),
+``peak_k = max(0, cum_1, …, cum_k)`` (the book starts flat at 0), and the maximum drawdown is
+``max_k(peak_k − cum_k)``, reported as a positive number (0 when the book never falls below a peak).
+Example from the rules: +100, −50, −80, +20 → cum 100, 50, −30, −10 → drawdown 130 bps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "BREAKDOWN_COLUMNS",
+    "EQUITY_CURVE_MAX_POINTS",
+    "BREAKDOWN_KEYS",
+    "equity_curve",
+    "portfolio_breakdown",
+    "portfolio_figures",
+    "portfolio_summary",
+    "time_order",
+    "utc_ns",
+]
+
+TIE_BREAK_COLUMNS = ("run_id", "instrument", "direction")
+"""Text keys after (exit_ts, ts), in this order; ``instrument`` and ``direction`` only when present."""
+BREAKDOWN_KEYS = ("agent", "instrument", "regime")
+BREAKDOWN_COLUMNS = ["trades", "pnl_bps", "hit_rate", "max_drawdown_bps", "mean_bps"]
+EQUITY_CURVE_MAX_POINTS = 2_000
+MISSING_GROUP = "unknown"
+"""Group label of a trade whose breakdown key (typically ``regime``) is missing."""
+_REQUIRED = ("exit_ts", "ts", "run_id", "net_bps")
+
+
+# ------------------------------------------------------------------------------------ time order
+def utc_ns(values: pd.Series | Sequence, *, name: str = "time") -> np.ndarray:
+    """Timestamps → int64 nanoseconds since the epoch, UTC.
+
+    A tz-aware column is converted to UTC, a naive one is read as UTC, text is parsed as ISO-8601.
+
+    Raises
+    ------
+    ValueError
+        when a value is missing (NaT): a matured trade always has both times.
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if not isinstance(series.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(
+        series.dtype
+    ):
+        series = pd.to_datetime(series, utc=True, format="ISO8601")
+    elif isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC")
+    out = series.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if len(out) and (out == np.iinfo(np.int64).min).any():
+        raise ValueError(f"{name}: {int((out == np.iinfo(np.int64).min).sum())} missing timestamp(s)")
+    return out
+
+
+def _check_columns(trades: pd.DataFrame, extra: Sequence[str] = ()) -> None:
+    missing = [c for c in (*_REQUIRED, *extra) if c not in trades.columns]
+    if missing:
+        raise ValueError(f"the trades frame lacks column(s) {missing}")
+
+
+def _net_bps(trades: pd.DataFrame) -> np.ndarray:
+    x = trades["net_bps"].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(f"net_bps: {int(bad.sum())} non-finite value(s); a matured trade always has a PnL")
+    return x
+
+
+def _text_ranks(trades: pd.DataFrame, rows: np.ndarray) -> list[np.ndarray]:
+    """The text tie-break keys of ``rows`` (positions) as int64 ranks in code point order (the order
+    of Python's ``str`` comparison and of UTF-8 bytes); a missing value ranks first."""
+    ranks = []
+    for column in TIE_BREAK_COLUMNS:
+        if column not in trades.columns:
+            continue
+        series = trades[column]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            labels = np.asarray(series.cat.categories.astype(str), dtype=object)
+            rank_of_code = np.full(len(labels) + 1, -1, dtype=np.int64)  # code −1 (missing) → −1
+            rank_of_code[np.argsort(labels, kind="stable")] = np.arange(len(labels))
+            ranks.append(rank_of_code[series.cat.codes.to_numpy()[rows]])
+        else:
+            values = series.iloc[rows]
+            try:
+                text = pa.array(values, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                text = None
+            if text is None or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+                text = pa.array(values.astype(str).to_numpy(dtype=object), type=pa.string())
+            dense = pc.rank(text, sort_keys="ascending", tiebreaker="dense").to_numpy()
+            ranks.append(np.where(values.isna().to_numpy(), -1, dense.astype(np.int64)))
+    return ranks
+
+
+def _running_count(flags: np.ndarray) -> np.ndarray:
+    """``np.cumsum`` of a bool array, counted in int8 → int32 (a bool cumsum is several times slower)."""
+    return np.cumsum(flags.view(np.int8), dtype=np.int32 if len(flags) < 2**31 else np.int64)
+
+
+def _runs_of_ties(same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``same[i]``: sorted rows i and i + 1 tie. Returns the positions of the rows in a run of ties
+    and, for each, the number of its run (increasing with the position)."""
+    in_run = np.zeros(len(same) + 1, dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    starts = in_run.copy()
+    starts[1:] &= ~same
+    positions = np.flatnonzero(in_run)
+    return positions, _running_count(starts)[positions]
+
+
+def _settle_ties(order: np.ndarray, same: np.ndarray, keys: Sequence[np.ndarray], text_ranks) -> np.ndarray:
+    """Re-sort, in place, the runs of ``order`` that tie on the keys sorted so far (``same[i]``: rows
+    ``order[i]`` and ``order[i + 1]`` tie) by ``keys`` (int64 arrays indexed by row), then the text
+    keys (``text_ranks(rows)`` gives them as int ranks), then the input position.
+
+    Only the tied rows are touched, so the common case costs nothing beyond the primary sort.
+    """
+    if not same.any():
+        return order
+    positions, run = _runs_of_ties(same)
+    rows = order[positions]
+    rows = rows[np.lexsort((rows, *[key[rows] for key in reversed(keys)], run))]
+    still = run[1:] == run[:-1]
+    for key in keys:
+        sorted_key = key[rows]
+        still &= sorted_key[1:] == sorted_key[:-1]
+    if still.any():  # equal on every int key: the text keys decide, then the input order
+        inner, inner_run = _runs_of_ties(still)
+        tied = rows[inner]
+        rows[inner] = tied[np.lexsort((tied, *reversed(text_ranks(tied)), inner_run))]
+    order[positions] = rows
+    return order
+
+
+def _sorted_rows(
+    exit_ns: np.ndarray,
+    ts_ns: np.ndarray,
+    text_ranks,
+    *,
+    group: np.ndarray | None = None,
+    n_groups: int = 0,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions of ``rows`` (all rows when None) in time order, by ``group`` first when given
+    (int codes in [0, n_groups)). Rows equal on every key keep their input order.
+
+    The bulk is one ``np.sort`` of an int64 packing (group, ``exit_ts`` − first exit at the finest
+    resolution that fits, input position): several times faster than an ``argsort``. Rows whose
+    packed key ties (same group and ``exit_ts`` up to that resolution) are then settled exactly by
+    (``exit_ts``, ``ts``, text keys, input position) in :func:`_settle_ties`.
+    """
+    e = exit_ns if rows is None else exit_ns[rows]
+    n = len(e)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    g = None if group is None else (group if rows is None else group[rows]).astype(np.int64, copy=False)
+    row_bits = max(1, (n - 1).bit_length())
+    group_bits = 0 if g is None else max(1, (n_groups - 1).bit_length())
+    time_bits = 63 - row_bits - group_bits
+    first = int(e.min())
+    span_bits = max(1, (int(e.max()) - first).bit_length())
+    if time_bits >= 16:
+        shift = max(0, span_bits - time_bits)
+        key = (e - first) >> shift
+        if g is not None:
+            key |= g << time_bits
+        key <<= row_bits
+        key |= np.arange(n, dtype=np.int64)
+        key.sort()
+        order = key & ((1 << row_bits) - 1)
+        key >>= row_bits
+        same = key[1:] == key[:-1]
+        keys = [ts_ns] if shift == 0 else [exit_ns, ts_ns]
+    else:  # too many groups and rows to pack: sort by time, then stably by group
+        order = np.argsort(e, kind="stable")
+        if g is not None:
+            order = order[np.argsort(g[order], kind="stable")]
+        se = e[order]
+        same = se[1:] == se[:-1]
+        if g is not None:
+            sg = g[order]
+            same &= sg[1:] == sg[:-1]
+        keys = [ts_ns]
+    positions = order if rows is None else rows[order]
+    return _settle_ties(positions, same, keys, text_ranks)
+
+
+def time_order(trades: pd.DataFrame) -> np.ndarray:
+    """Positions (int64, for ``trades.iloc``) that put the trades in time order.
+
+    Time order is (``exit_ts``, ``ts``, ``run_id``, ``instrument``, ``direction``), the last two only
+    when present; text compares by code point. Rows equal on all of them keep their input order.
+
+    Raises
+    ------
+    ValueError
+        when a required column is missing or a timestamp is NaT.
+    """
+    _check_columns(trades)
+    exit_ns = utc_ns(trades["exit_ts"], name="exit_ts")
+    ts_ns = utc_ns(trades["ts"], name="ts")
+    return _sorted_rows(exit_ns, ts_ns, lambda rows: _text_ranks(trades, rows))
+
+
+# ------------------------------------------------------------------------------------- figures
+def _drawdown(cum: np.ndarray) -> np.ndarray:
+    """peak_k − cum_k with peak_k = max(0, cum_1 … cum_k), bps (≥ 0)."""
+    return np.maximum.accumulate(np.maximum(cum, 0.0)) - cum
+
+
+def _summary_sorted(x: np.ndarray) -> dict:
+    n = len(x)
+    if n == 0:
+        return {"trades": 0, "pnl_bps": 0.0, "hit_rate": None, "max_drawdown_bps": 0.0, "mean_bps": None}
+    cum = np.cumsum(x)
+    pnl = float(cum[-1])
+    return {
+        "trades": int(n),
+        "pnl_bps": pnl,
+        "hit_rate": float(np.count_nonzero(x > 0.0) / n),
+        "max_drawdown_bps": float(_drawdown(cum).max()),
+        "mean_bps": pnl / n,
+    }
+
+
+def portfolio_summary(trades: pd.DataFrame) -> dict:
+    """The fleet's figures over all trades in time order.
+
+    Returns
+    -------
+    dict
+        ``trades`` (int), ``pnl_bps`` (Σ ``net_bps``, bps), ``hit_rate`` (share of trades with
+        ``net_bps`` > 0; a trade at exactly 0 is not a hit), ``max_drawdown_bps`` (positive, bps; see
+        the module docstring), ``mean_bps`` (``pnl_bps / trades``). Plain Python numbers, never NaN:
+        with no trades ``pnl_bps`` and ``max_drawdown_bps`` are 0.0 and the ratios are ``None``.
+
+    Raises
+    ------
+    ValueError
+        when a required column is missing, a timestamp is NaT or a ``net_bps`` is not finite.
+    """
+    _check_columns(trades)
+    x = _net_bps(trades)
+    return _summary_sorted(x[time_order(trades)] if len(x) else x)
+
+
+def _group_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Dense codes and their labels (str); missing values become the label ``"unknown"``."""
+    codes, uniques = pd.factorize(values, sort=False)
+    labels = pd.Index(np.asarray(uniques, dtype=object)).astype(str)
+    missing = codes < 0
+    if missing.any():
+        at = labels.get_indexer([MISSING_GROUP])[0]
+        if at < 0:
+            labels = labels.append(pd.Index([MISSING_GROUP]))
+            at = len(labels) - 1
+        codes = np.where(missing, at, codes)
+    return codes.astype(np.int64, copy=False), labels
+
+
+def _empty_breakdown(by: str) -> pd.DataFrame:
+    empty = pd.DataFrame(
+        {c: pd.Series(dtype=np.int64 if c == "trades" else float) for c in BREAKDOWN_COLUMNS}
+    )
+    return empty.set_axis(pd.Index([], dtype=str, name=by))
+
+
+def _breakdown_sorted(x: np.ndarray, g: np.ndarray, labels: pd.Index, by: str) -> pd.DataFrame:
+    """Per-group figures of trades already in time order (``g``: their group codes)."""
+    k = len(labels)
+    count = np.bincount(g, minlength=k)
+    pnl = np.bincount(g, weights=x, minlength=k)  # summed in time order within each group
+    hits = np.bincount(g, weights=(x > 0.0).astype(np.float64), minlength=k)
+    # within each group, in time order: running sum, running peak floored at the flat start 0.
+    # A categorical grouper on the codes spares pandas a hash of the 1e6 codes per call.
+    grouper = pd.Categorical.from_codes(g, categories=pd.RangeIndex(k))
+    cum = pd.Series(x).groupby(grouper, observed=False, sort=False).cumsum().to_numpy()
+    peak = pd.Series(cum).groupby(grouper, observed=False, sort=False).cummax().to_numpy()
+    deepest = np.zeros(k)
+    np.maximum.at(deepest, g, np.maximum(peak, 0.0) - cum)
+    table = pd.DataFrame(
+        {
+            "trades": count.astype(np.int64),
+            "pnl_bps": pnl,
+            "hit_rate": hits / count,
+            "max_drawdown_bps": deepest,
+            "mean_bps": pnl / count,
+        },
+        index=pd.Index(labels, name=by),
+    )
+    return table[count > 0].sort_index()
+
+
+def portfolio_breakdown(trades: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The portfolio figures per value of ``by`` (``agent``, ``instrument`` or ``regime``).
+
+    Each group's trades are taken in time order and its drawdown starts flat at 0, as
+    :func:`portfolio_summary` does for the whole fleet. A missing key (a trade without ``regime``)
+    is grouped as ``"unknown"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        indexed by the key (str, named ``by``, sorted), columns ``trades`` (int64), ``pnl_bps``,
+        ``hit_rate``, ``max_drawdown_bps`` (positive), ``mean_bps`` (float, bps). ``trades`` sums to
+        the summary's count and ``pnl_bps`` to its PnL up to float rounding (the running sums inside
+        a group are compensated, the fleet's are plain, so the last digits may differ). Empty with
+        the same columns when there are no trades.
+
+    Raises
+    ------
+    ValueError
+        as :func:`portfolio_summary`, and when ``by`` is not a column.
+    """
+    return portfolio_figures(trades, (by,))[1][by]
+
+
+def portfolio_figures(
+    trades: pd.DataFrame, by: Sequence[str] = BREAKDOWN_KEYS
+) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """:func:`portfolio_summary` and :func:`portfolio_breakdown` for each key of ``by``, with one
+    sort of the trades for all of them (what the supervisor's report needs).
+
+    Returns
+    -------
+    (dict, dict)
+        the summary, and ``{key: breakdown}``.
+
+    Raises
+    ------
+    ValueError
+        as :func:`portfolio_breakdown`.
+    """
+    _check_columns(trades, tuple(by))
+    x = _net_bps(trades)
+    if len(x) == 0:
+        return _summary_sorted(x), {key: _empty_breakdown(key) for key in by}
+    order = time_order(trades)
+    x = x[order]
+    breakdowns = {}
+    for key in by:
+        codes, labels = _group_codes(trades[key])
+        breakdowns[key] = _breakdown_sorted(x, codes[order], labels, key)
+    return _summary_sorted(x), breakdowns
+
+
+def equity_curve(trades: pd.DataFrame, *, max_points: int = EQUITY_CURVE_MAX_POINTS) -> pd.DataFrame:
+    """The portfolio's cumulative PnL and drawdown after each trade, in time order, for charts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        columns ``exit_ts`` (datetime64[ns, UTC]), ``cum_pnl_bps`` (running Σ ``net_bps``) and
+        ``drawdown_bps`` (``cum − peak``, ≤ 0: the underwater curve, its minimum is
+        −``max_drawdown_bps``), one row per trade, default RangeIndex.
+
+        With more than ``max_points`` trades the curve is downsampled to at most ``max_points`` rows:
+        evenly spaced trades (the first and the last included) plus the deepest drawdown point and
+        the peak it falls from, so the chart still shows the maximum drawdown exactly. The values of
+        the rows kept are not changed.
+
+    Raises
+    ------
+    ValueError
+        as :func:`portfolio_summary`, and when ``max_points`` < 4.
+    """
+    if max_points < 4:
+        raise ValueError(f"max_points must be at least 4, got {max_points}")
+    _check_columns(trades)
+    x = _net_bps(trades)
+    columns = ["exit_ts", "cum_pnl_bps", "drawdown_bps"]
+    if len(x) == 0:
+        return pd.DataFrame(
+            {"exit_ts": pd.Series(dtype="datetime64[ns, UTC]"), "cum_pnl_bps": [], "drawdown_bps": []},
+            columns=columns,
+        ).astype({"cum_pnl_bps": float, "drawdown_bps": float})
+    order = time_order(trades)
+    exit_ns = utc_ns(trades["exit_ts"], name="exit_ts")[order]
+    cum = np.cumsum(x[order])
+    down = -_drawdown(cum)
+    n = len(cum)
+    if n > max_points:
+        trough = int(np.argmin(down))
+        special = [trough]
+        if cum[: trough + 1].max() > 0.0:  # the drawdown falls from a positive peak, not the flat start
+            special.append(int(np.argmax(cum[: trough + 1])))
+        even = np.linspace(0, n - 1, max_points - len(special)).round().astype(np.int64)
+        keep = np.unique(np.concatenate([even, np.asarray(special, dtype=np.int64)]))
+        exit_ns, cum, down = exit_ns[keep], cum[keep], down[keep]
+    return pd.DataFrame(
+        {
+            "exit_ts": pd.to_datetime(exit_ns, unit="ns", utc=True),
+            "cum_pnl_bps": cum,
+            "drawdown_bps": down + 0.0,  # + 0.0 turns −0.0 into 0.0
+        },
+        columns=columns,
+    )
