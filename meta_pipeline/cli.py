@@ -1,9 +1,10 @@
 """meta-pipeline: the demo, a UI launcher and the kill switch.
 
-  meta-pipeline demo   writes the deterministic demo data root (11 agents, 30 days, synthetic
-                       1-minute bars) and runs the main job over it end to end, offline.
-  meta-pipeline run    runs the main job over --start … --end as one run (a backfill), on the
-                       environment's data root or, with --demo, on the demo's.
+  meta-pipeline demo   writes the deterministic demo data root (12 agents, 30 days, synthetic
+                       1-minute bars) and runs the main job over it end to end, offline, then the
+                       supervisor (decisions, kill switch, allocation, reports).
+  meta-pipeline run    runs the main job over --start … --end as one run (a backfill), then the
+                       supervisor, on the environment's data root or, with --demo, on the demo's.
   meta-pipeline ui     opens the Dagster UI (dagster dev) on the same instance; with --demo, on the
                        demo data root.
   meta-pipeline kill NAME --reason TEXT     puts an agent (or, with --strategy, a strategy) on the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -130,6 +132,18 @@ def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bo
                 instance=instance, raise_on_error=False
             )
             result = result if exported.success else exported
+        # the supervisor's views follow the reconciled history (the daemon's automation does this
+        # when it runs; a run from the command line has no daemon)
+        if result.success:
+            supervised = defs.resolve_job_def(names.SUPERVISOR_JOB).execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            if not supervised.success:
+                print(
+                    f"supervisor run {supervised.run_id} did not finish: a blocking check on its inputs "
+                    "failed or a step failed; the previous decisions stay (see the UI)",
+                    file=sys.stderr,
+                )
     if not result.success:
         print(f"run {result.run_id} failed; open the UI to see which step and why", file=sys.stderr)
     return result.run_id, result.success
@@ -160,7 +174,6 @@ def run(args: argparse.Namespace) -> int:
 def _print_results(demo_dir: Path, run_id: str) -> None:
     from meta_pipeline import names
     from meta_pipeline.storage import Warehouse
-    from meta_pipeline.supervisor.stats import pnl_by_agent
 
     warehouse = Warehouse(demo_dir / names.WAREHOUSE_DIR)
     rows = warehouse.read_partitions(names.RECONCILED_TRADES, warehouse.stored_keys(names.RECONCILED_TRADES))
@@ -169,16 +182,41 @@ def _print_results(demo_dir: Path, run_id: str) -> None:
             "\nreconciled (signal, horizon) rows by status:",
             rows["status"].astype(str).value_counts().to_dict(),
         )
-        per_agent = pnl_by_agent(rows)
-        if len(per_agent):
-            print("\n24h realized PnL by agent:\n" + per_agent.round(3).to_string())
+    decisions_file = demo_dir / names.DECISIONS_FILE
+    if decisions_file.exists():
+        table = _decisions_table(json.loads(decisions_file.read_text()).get("decisions", {}), warehouse)
+        if table:
+            print("\nsupervisor decisions (24 h trades):\n" + table)
     store = warehouse.directory
     print(f"""
 Where to look (run {run_id}):
   {demo_dir / names.RECONCILED_FILE}      what the app reads: matured PnL rows
   {store}/<asset>/<YYYY-MM-DD>.parquet   every asset, queryable with pandas or DuckDB
   {store / "signal_quarantine.parquet"}   rejected input lines with line number and reason
+  {demo_dir / names.DECISIONS_FILE}   decisions; kill list beside it
+  {demo_dir / names.PR_COMMENT_FILE}   the meta report as markdown
 Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
+
+
+def _decisions_table(decisions: dict, warehouse) -> str:
+    """agent, decision, label, trades, pnl, hit rate, timing PSR and the gates it failed."""
+    from meta_pipeline import names
+
+    stats = warehouse.read_table(names.AGENT_STATS)
+    stats = {} if stats is None else stats.set_index("agent").to_dict("index")
+    lines = [
+        f"{'agent':<18} {'decision':<8} {'label':<6} {'trades':>6} {'pnl bps':>9} {'hit':>5} {'PSR':>5}  failed gates"
+    ]
+    for agent, d in sorted(decisions.items(), key=lambda kv: -(stats.get(kv[0], {}).get("pnl_sum_bps") or 0)):
+        s = stats.get(agent, {})
+        failed = ", ".join(g for g, v in d.get("gates", {}).items() if not v["passed"])
+        psr = s.get("timing_psr")
+        lines.append(
+            f"{_printable(agent)[:18]:<18} {d['decision']:<8} {d['label']:<6} {int(s.get('trades', 0)):>6} "
+            f"{s.get('pnl_sum_bps', 0):>9.1f} {s.get('hit_rate') or 0:>5.2f} "
+            f"{'' if psr is None or psr != psr else f'{psr:.2f}':>5}  {failed}"
+        )
+    return "\n".join(lines) if decisions else ""
 
 
 def ui(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ MAIN_JOB = "meta_pipeline_job"
 REPROCESS_JOB = "reprocess_inputs"
 EXPORT_JOB = "refresh_reconciled_export"
 SUPERVISOR_JOB = "run_supervisor"
+OPERATE_KILL_SWITCH_JOB = "operate_kill_switch"
 
 # Dagster's run tags for a run over a range of partitions (one run per range)
 RANGE_START_TAG = "dagster/asset_partition_range_start"

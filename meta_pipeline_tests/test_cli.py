@@ -37,9 +37,12 @@ def test_the_demo_runs_end_to_end_and_says_where_to_look(demo_run):
     reconciled = cwd / ".meta_pipeline_demo" / "alpha" / "reconciled.jsonl"
     assert str(reconciled) in proc.stdout and "python -m meta_pipeline ui --demo" in proc.stdout
     lines = reconciled.read_text().splitlines()
-    assert len(lines) == 3374
+    assert len(lines) == 3413
     assert {json.loads(line)["horizon_hours"] for line in lines} == {1, 4, 24}
-    assert re.search(r"alpha_trend\s+102\s+13587\.361\s+0\.755", proc.stdout)  # the fleet's numbers
+    # the fleet's numbers, and the supervisor ran after the main job
+    assert re.search(r"alpha_trend\s+PROMOTE\s+KEEP\s+102\s+17819\.8\s+0\.78\s+1\.00", proc.stdout)
+    assert re.search(r"mu_always_long\s+HOLD\s+KEEP\s+13\s+.*timing PSR$", proc.stdout, re.M)
+    assert (cwd / ".meta_pipeline_demo" / "meta_supervisor" / "state" / "killed_agents.json").exists()
     # the instance keeps the project's settings and the demo's partitions start on its first day
     assert (cwd / ".dagster_home" / "dagster.yaml").read_text() == (
         README.parent / "dagster.yaml"

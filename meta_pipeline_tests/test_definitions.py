@@ -24,15 +24,36 @@ EXPECTED = {
         names.PRICE_BARS,
         names.RECONCILED_TRADES,
         names.RECONCILED_EXPORT,
+        names.CONFIDENCE_STATE,
+        names.AGENT_STATS,
+        names.AGENT_DECISIONS,
+        names.ALLOCATION_WEIGHTS,
+        names.PORTFOLIO,
+        names.META_REPORT,
     },
     "asset_checks": {
         "signal_quarantine:rejected_share_below_threshold",
         "telemetry_quarantine:rejected_share_below_threshold",
+        "agent_stats:enough_matured_trades",
+        "agent_stats:unpriced_share_below_limit",
+        "agent_stats:telemetry_coverage",
     },
-    "jobs": {names.MAIN_JOB, names.REPROCESS_JOB, names.EXPORT_JOB},
+    "jobs": {
+        names.MAIN_JOB,
+        names.REPROCESS_JOB,
+        names.EXPORT_JOB,
+        names.SUPERVISOR_JOB,
+        names.OPERATE_KILL_SWITCH_JOB,
+    },
     "schedules": {"refresh_every_30_minutes", "refresh_export_hourly"},
     "sensors": {"new_input_lines", "reap_dead_runs", "export_after_backfill"},
-    "resources": {"data_root", "ingestion_policy", "price_sources", "reconciliation_policy"},
+    "resources": {
+        "data_root",
+        "ingestion_policy",
+        "price_sources",
+        "reconciliation_policy",
+        "supervisor_settings",
+    },
 }
 
 
@@ -70,7 +91,7 @@ def test_every_asset_has_an_operator_description_a_group_an_owner_and_kinds(list
         text = asset["description"] or ""
         assert len(text) > 80, asset["asset_key"]
         assert "``" not in text and ":mod:" not in text and ":func:" not in text, asset["asset_key"]
-        assert asset["group_name"] in (*names.PIPELINE_GROUPS, names.EXPORTS_GROUP)
+        assert asset["group_name"] in (*names.PIPELINE_GROUPS, names.EXPORTS_GROUP, names.SUPERVISOR_GROUP)
         assert asset["owners"] and asset["kinds"]
 
 
@@ -88,4 +109,10 @@ def test_the_main_job_never_selects_assets_outside_its_groups():
     groups = defs.resolve_asset_graph().get(dg.AssetKey(names.SIGNALS)).group_name
     assert groups == names.INGESTION_GROUP
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
-    assert selected == EXPECTED["assets"] - {names.RECONCILED_EXPORT}  # the full export is not in the tick
+    assert selected == {
+        key
+        for key in EXPECTED["assets"]
+        if defs.resolve_asset_graph().get(dg.AssetKey(key)).group_name in names.PIPELINE_GROUPS
+    }
+    assert names.RECONCILED_EXPORT not in selected  # the full export is not in the tick
+    assert names.AGENT_DECISIONS not in selected  # the supervisor follows, in its own run

@@ -15,11 +15,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from meta_pipeline import kill_switch
+from meta_pipeline import kill_switch, names
 from meta_pipeline.defs.metadata import markdown_table
 from meta_pipeline.defs.resources import DataRoot
 
-OPERATE_KILL_SWITCH_JOB = "operate_kill_switch"
+OPERATE_KILL_SWITCH_JOB = names.OPERATE_KILL_SWITCH_JOB
 
 
 class KillSwitchOrder(dg.Config):

@@ -342,7 +342,7 @@ def fold_confidence(
     # s5 at every row: the agent's last k values added oldest to newest, one at a time, so it is the
     # same float whether they come from the history or from a saved state (a resume is exact)
     window = np.zeros(n)
-    for lag in range(k - 1, 0, -1):
+    for lag in range(k - 2, 0, -1):
         if lag < n:
             np.add(window[lag:], val[:-lag], out=window[lag:], where=code[lag:] == code[:-lag])
     window += val
