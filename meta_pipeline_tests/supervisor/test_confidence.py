@@ -370,6 +370,9 @@ def test_resume_needs_to_know_where_the_snapshot_ends():
         fold_confidence(frame(daily("a", [1.0, 2.0])), initial=snapshot)
     resumed = fold_confidence(frame(daily("a", [1.0, 2.0])), initial=snapshot, from_day=T0 + DAY)
     assert resumed.loc["a", "updates"] == 2
+    with pytest.raises(ValueError, match="before the days"):
+        fold_confidence(frame(daily("a", [1.0, 2.0])), initial=resumed, through_day=T0)
+    assert_frame_equal(fold_confidence(frame([]), initial=resumed, through_day=T0 + DAY), resumed)
     with pytest.raises(ValueError, match="another rule"):
         fold_confidence(
             frame(daily("a", [1.0])), ConfidenceRule(floor=0.3), initial=fold_confidence(frame([]))
