@@ -123,9 +123,10 @@ def decide(stats: pd.DataFrame, policy: SupervisorPolicy, killed: Iterable[str] 
         [KILLED, RETIRE, KILL, PROMOTE],
         default=HOLD,
     )
-    failed = (
-        [tuple(gates.columns[~row]) for row in gates.to_numpy()] if len(gates.columns) else [()] * len(stats)
-    )
+    failed_names = np.where(~gates.to_numpy(dtype=bool), np.asarray(gates.columns, dtype=object), None)
+    failed = [tuple(name for name in row if name is not None) for row in failed_names.tolist()]
+    if not len(gates.columns):
+        failed = [()] * len(stats)
     reasons = np.full(len(stats), "", dtype=object)
     for i in np.flatnonzero((decision == RETIRE) | (decision == KILL)):  # only the few acted upon
         if decision[i] == RETIRE:

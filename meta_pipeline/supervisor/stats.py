@@ -47,13 +47,27 @@ def pnl_by_agent(rows: pd.DataFrame, horizon_hours: float = FOCUS_HORIZON_HOURS)
     return table.sort_values("pnl_sum_bps")
 
 
+def agent_category(values: pd.Series) -> pd.Series:
+    """``agent`` as a categorical with text categories: grouping 10⁶ rows by codes is several times
+    faster than hashing the strings each time (and a Parquet read gives categoricals anyway)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = values.cat.categories
+        if categories.inferred_type in ("string", "empty"):
+            return values
+        text = categories.astype(str)
+        if text.is_unique:
+            return values.cat.rename_categories(text)
+    return values.astype(str).astype("category")
+
+
 def since_filter(frame: pd.DataFrame, since: Mapping[str, pd.Timestamp] | None) -> pd.DataFrame:
     """Rows of ``frame`` (with ``agent`` and ``ts``) whose ``ts`` is at or after ``since[agent]``;
     agents not in ``since`` keep every row. Used for an operator's revive: from then on the agent is
     judged on what it did after it."""
     if not since or frame.empty:
         return frame
-    start = frame["agent"].astype(str).map({str(k): pd.Timestamp(v) for k, v in since.items()})
+    start = agent_category(frame["agent"]).map({str(k): pd.Timestamp(v) for k, v in since.items()})
+    start = pd.to_datetime(start.astype(object), utc=True)
     keep = (
         start.isna().to_numpy()
         | (frame["ts"] >= start.fillna(pd.Timestamp.min.tz_localize("UTC"))).to_numpy()
@@ -71,9 +85,11 @@ def trade_stats(trades: pd.DataFrame) -> pd.DataFrame:
             columns=[*TRADE_COLUMNS, "max_drawdown_bps", "mean_gross_bps", "bias_bps", "timing_bps"],
             index=pd.Index([], name="agent"),
         )
-    agent = trades["agent"].astype(str).to_numpy()
+    agent = agent_category(trades["agent"])
     net = trades["net_bps"].to_numpy(dtype="float64")
-    grouped = pd.DataFrame({"agent": agent, "net": net, "hit": net > 0}).groupby("agent", sort=True)
+    grouped = pd.DataFrame({"agent": agent.to_numpy(), "net": net, "hit": net > 0}).groupby(
+        "agent", sort=True, observed=True
+    )
     table = pd.DataFrame(
         {
             "trades": grouped["net"].count(),
@@ -84,10 +100,12 @@ def trade_stats(trades: pd.DataFrame) -> pd.DataFrame:
             "worst_trade_bps": grouped["net"].min(),
         }
     )
-    table.index.name = "agent"
+    table.index = table.index.astype(str).rename("agent")
     by_agent = portfolio.portfolio_breakdown(trades.assign(agent=agent), "agent")
+    by_agent.index = by_agent.index.astype(str)
     table["max_drawdown_bps"] = by_agent["max_drawdown_bps"].reindex(table.index)
     split = significance.bias_timing_split(trades.assign(agent=agent))
+    split.index = split.index.astype(str)
     return table.join(split[["mean_gross_bps", "bias_bps", "timing_bps"]])
 
 
@@ -101,14 +119,14 @@ def run_stats(runs: pd.DataFrame) -> pd.DataFrame:
     errors = runs["errors"].to_numpy(dtype="float64")
     frame = pd.DataFrame(
         {
-            "agent": runs["agent"].astype(str).to_numpy(),
+            "agent": agent_category(runs["agent"]).to_numpy(),
             "readable": ~np.isnan(errors),
             "failed": errors > 0,
             "latency": runs["latency_ms"].to_numpy(dtype="float64"),
             "cost": runs["cost_usd"].to_numpy(dtype="float64"),
         }
     )
-    grouped = frame.groupby("agent", sort=True)
+    grouped = frame.groupby("agent", sort=True, observed=True)
     readable = grouped["readable"].sum()
     table = pd.DataFrame(
         {
@@ -116,12 +134,39 @@ def run_stats(runs: pd.DataFrame) -> pd.DataFrame:
             "error_runs": grouped["failed"].sum(),
             "error_rate": grouped["failed"].sum() / readable.where(readable > 0),
             "avg_latency_ms": grouped["latency"].mean(),
-            "p95_latency_ms": grouped["latency"].quantile(0.95),
+            "p95_latency_ms": _group_quantile(frame["agent"], frame["latency"].to_numpy(), 0.95).to_numpy(),
             "cost_usd": grouped["cost"].sum(min_count=1).fillna(0.0),
         }
     )
-    table.index.name = "agent"
+    table.index = table.index.astype(str).rename("agent")
     return table
+
+
+def _group_quantile(groups: pd.Series, values: np.ndarray, q: float) -> pd.Series:
+    """Per-group ``q`` quantile of ``values`` ignoring NaN, with linear interpolation (pandas' and
+    numpy's default), from one sort instead of a Python call per group. Indexed by sorted group."""
+    if isinstance(groups.dtype, pd.CategoricalDtype):  # sorted, observed categories, as groupby has them
+        groups = groups.cat.remove_unused_categories()
+        groups = groups.cat.reorder_categories(groups.cat.categories.sort_values())
+        codes, labels = groups.cat.codes.to_numpy().astype(np.int64), groups.cat.categories
+    else:
+        codes, labels = pd.factorize(groups, sort=True)
+    keep = ~np.isnan(values)
+    codes, values = codes[keep], values[keep]
+    order = np.argsort(values, kind="stable")  # two cheap sorts beat one two-key lexsort
+    order = order[np.argsort(codes[order], kind="stable")]
+    codes, values = codes[order], values[order]
+    counts = np.bincount(codes, minlength=len(labels))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = (counts - 1) * q
+    lower = np.floor(position).astype(np.int64)
+    frac = position - lower
+    out = np.full(len(labels), np.nan)
+    has = counts > 0
+    low = values[starts[has] + lower[has]]
+    high = values[starts[has] + np.minimum(lower[has] + 1, counts[has] - 1)]
+    out[has] = low + (high - low) * frac[has]
+    return pd.Series(out, index=pd.Index(labels, name="agent"))
 
 
 def agent_stats(
@@ -149,9 +194,8 @@ def agent_stats(
     # an agent revived with nothing since keeps its row (0 trades), it does not vanish
     table = trade_stats(trades).join(run_stats(runs), how="outer").reindex(agents.rename("agent"))
     if not trades.empty:
-        sig = significance.significance_by_agent(
-            trades.assign(agent=trades["agent"].astype(str)), n_trials=n_trials, prob=psr_probability
-        )
+        sig = significance.significance_by_agent(trades, n_trials=n_trials, prob=psr_probability)
+        sig.index = sig.index.astype(str)
         table = table.join(sig, how="left")
     else:
         for column in significance.SIGNIFICANCE_COLUMNS:

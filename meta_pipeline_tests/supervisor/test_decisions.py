@@ -189,3 +189,16 @@ def test_always_long_in_a_rising_market_is_held_for_no_timing_variation():
     assert stats.loc["long", "psr_reason"] == "no timing variation"
     verdict = dec.decide(stats, POLICY).loc["long"]
     assert verdict["decision"] == "HOLD" and verdict["failed_gates"] == ("timing PSR",)
+
+
+def test_run_stats_latency_percentile_matches_pandas():
+    from meta_pipeline.supervisor.stats import run_stats
+
+    rng = np.random.default_rng(1)
+    runs = pd.concat([_runs(a, 50, 0.0) for a in ("a", "b", "c")], ignore_index=True)
+    runs["latency_ms"] = rng.lognormal(6, 0.5, len(runs))
+    runs.loc[rng.random(len(runs)) < 0.2, "latency_ms"] = np.nan
+    runs.loc[runs["agent"] == "c", "latency_ms"] = np.nan  # no readable latency at all
+    expected = runs.groupby("agent")["latency_ms"].quantile(0.95)
+    got = run_stats(runs)["p95_latency_ms"]
+    pd.testing.assert_series_equal(got, expected, check_names=False)

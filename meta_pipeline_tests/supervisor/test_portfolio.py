@@ -374,3 +374,35 @@ def test_naive_and_aware_times_are_the_same_instants():
     naive = aware.assign(ts=aware["ts"].dt.tz_localize(None), exit_ts=aware["exit_ts"].dt.tz_localize(None))
     other_zone = aware.assign(exit_ts=aware["exit_ts"].dt.tz_convert("Asia/Tokyo"))
     assert portfolio_summary(naive) == portfolio_summary(aware) == portfolio_summary(other_zone)
+
+
+def test_time_order_with_many_exact_ties_matches_python_sorted():
+    """A fleet on a fixed schedule: most trades share their exit time with others, so the ties are
+    settled by one multi-key sort; the order must equal Python's sort on the same keys."""
+    rng = np.random.default_rng(5)
+    n = 5_000
+    slots = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 50, n) * 30, unit="min")
+    frame = pd.DataFrame(
+        {
+            "agent": rng.choice(["a", "b", "c"], n),
+            "run_id": [f"r{v}" for v in rng.integers(0, 400, n)],
+            "instrument": rng.choice(["BTCUSDT", "ETHUSDT", "é"], n),
+            "direction": rng.choice(["LONG", "SHORT"], n),
+            "ts": slots,
+            "exit_ts": slots + pd.Timedelta(hours=24),
+            "net_bps": rng.normal(0, 50, n),
+        }
+    )
+    for variant in (frame, frame.astype({"run_id": "category", "instrument": "category"})):
+        expected = sorted(
+            range(n),
+            key=lambda i: (
+                frame["exit_ts"].iloc[i],
+                frame["ts"].iloc[i],
+                frame["run_id"].iloc[i],
+                frame["instrument"].iloc[i],
+                frame["direction"].iloc[i],
+                i,
+            ),
+        )
+        assert list(time_order(variant)) == expected
