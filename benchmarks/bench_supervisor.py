@@ -17,6 +17,7 @@ import resource
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,9 @@ def main() -> None:
     for _ in range(args.repeat):
         state = timed("confidence fold", lambda: confidence.fold_confidence(trades))
         stats = timed("agent stats + significance", lambda: agent_stats(trades, runs, n_trials=args.agents))
-        verdicts = timed("decisions", lambda: decisions.decide(stats, policy, killed=()))
-        combined = stats.join(verdicts)
-        timed(
-            "allocation",
-            lambda: allocation.allocation_weights(
-                combined[["pnl_sum_bps", "hit_rate", "error_rate", "decision"]],
-                state["mult"],  # noqa: B023
-            ),
-        )
+        verdicts = timed("decisions", partial(decisions.decide, stats, policy, killed=()))
+        combined = stats.join(verdicts)[["pnl_sum_bps", "hit_rate", "error_rate", "decision"]]
+        timed("allocation", partial(allocation.allocation_weights, combined, state["mult"]))
         timed(
             "portfolio + breakdowns",
             lambda: (portfolio.portfolio_figures(trades), portfolio.equity_curve(trades)),
