@@ -6,13 +6,18 @@ large synthetic history.
 
 The trades are :func:`bench_significance.synthetic_trades` (24 h trades on the 30-minute grid, 8
 instruments, as a Parquet read gives them: categorical text columns); the telemetry has one run per
-trade plus 20 % runs without a signal, 3 % of them erroring. Prints each stage's wall time (best and
-median of ``--repeat``), the total, and the process's peak RSS. Goal on 2 cores: ≤ 2 s and ≤ 1 GB.
+trade plus 20 % runs without a signal, 3 % of them erroring. Prints each stage's wall time and the
+process's CPU time for it (best and median of ``--repeat``; the CPU time is steadier on a shared
+machine), the totals, and the process's peak RSS. Goal on 2 cores: ≤ 2 s and ≤ 1 GB.
+
+    python benchmarks/bench_supervisor.py --profile 30   # cProfile of one more run, top 30 by own time
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import resource
 import statistics
 import sys
@@ -61,6 +66,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile one more run, top N")
     args = parser.parse_args()
 
     trades = synthetic_trades(args.trades, args.agents, args.days, categorical=True)
@@ -68,15 +74,15 @@ def main() -> None:
     policy = SupervisorPolicy()
     print(f"{len(trades):,} trades, {len(runs):,} runs, {args.agents:,} agents, {args.days} days")
 
-    stages: dict[str, list[float]] = {}
+    stages: dict[str, list[tuple[float, float]]] = {}
 
     def timed(name, fn):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
-        stages.setdefault(name, []).append(time.perf_counter() - start)
+        stages.setdefault(name, []).append((time.perf_counter() - start, time.process_time() - start_cpu))
         return out
 
-    for _ in range(args.repeat):
+    def run() -> None:
         state = timed("confidence fold", lambda: confidence.fold_confidence(trades))
         stats = timed("agent stats + significance", lambda: agent_stats(trades, runs, n_trials=args.agents))
         verdicts = timed("decisions", partial(decisions.decide, stats, policy, killed=()))
@@ -86,11 +92,29 @@ def main() -> None:
             "portfolio + breakdowns",
             lambda: (portfolio.portfolio_figures(trades), portfolio.equity_curve(trades)),
         )
-    totals = [sum(times[i] for times in stages.values()) for i in range(args.repeat)]
+
+    for _ in range(args.repeat):
+        run()
+    totals = [
+        (sum(t[i][0] for t in stages.values()), sum(t[i][1] for t in stages.values()))
+        for i in range(args.repeat)
+    ]
+
+    def line(name: str, times: list[tuple[float, float]]) -> str:
+        wall, cpu = [t[0] for t in times], [t[1] for t in times]
+        return (
+            f"  {name:<28} wall best {min(wall):6.3f} s  median {statistics.median(wall):6.3f} s"
+            f"   cpu best {min(cpu):6.3f} s  median {statistics.median(cpu):6.3f} s"
+        )
+
     for name, times in stages.items():
-        print(f"  {name:<28} best {min(times):6.3f} s   median {statistics.median(times):6.3f} s")
-    print(f"  {'total':<28} best {min(totals):6.3f} s   median {statistics.median(totals):6.3f} s")
+        print(line(name, times))
+    print(line("total", totals))
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(run)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -307,14 +307,17 @@ def test_four_workers_take_well_under_half_the_sequential_time(fake_exchange):
     symbol-day (JSON, pandas validation: ~25-50 ms, in this process the fake server's work too) does
     not overlap, so expect ~0.3-0.4. Best of two interleaved rounds each, to damp machine noise."""
     fake_exchange.latency = 0.05
+    # a read timeout far above the latency: on a loaded machine the in-process server can answer
+    # late, and a retry would change the request counts this test compares (timeouts are tested above)
+    patient = {**FAST, "timeout": (5.0, 5.0)}
     items = [("BTCUSDT", d) for d in MARCH[:16]]
     sequential, concurrent = [], []
     for _ in range(2):
         t0 = time.perf_counter()
-        want = fetcher(fake_exchange, "binance").fetch_days("BTCUSDT", [d for _, d in items])
+        want = fetcher(fake_exchange, "binance", http=patient).fetch_days("BTCUSDT", [d for _, d in items])
         sequential.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        got = fetcher(fake_exchange, "binance").fetch_many(items, max_workers=4)
+        got = fetcher(fake_exchange, "binance", http=patient).fetch_many(items, max_workers=4)
         concurrent.append(time.perf_counter() - t0)
         for w in want:
             assert_same(got[("BTCUSDT", w.day)], w)

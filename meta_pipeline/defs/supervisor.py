@@ -280,7 +280,23 @@ def agent_decisions(
         },
     )
     counts = verdicts["decision"].value_counts()
-    summary = stored[["agent", "decision", "label", "retirement_score", "failed_gates", "kill_reason"]]
+    summary = stored[
+        [
+            "agent",
+            "decision",
+            "label",
+            "retirement_score",
+            "trades",
+            "pnl_sum_bps",
+            "hit_rate",
+            "timing_psr",
+            "error_rate",
+            "avg_latency_ms",
+            "cost_usd",
+            "failed_gates",
+            "kill_reason",
+        ]
+    ].sort_values("pnl_sum_bps", ascending=False)
     return dg.MaterializeResult(
         metadata={
             **{f"{d.lower()}": dg.MetadataValue.int(int(counts.get(d, 0))) for d in decisions.DECISIONS},
@@ -400,12 +416,11 @@ def allocation_weights(data_root: DataRoot, supervisor_settings: SupervisorSetti
 )
 def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
     trades = history.matured_trades(data_root.warehouse, horizon_hours=FOCUS_HORIZON_HOURS)
-    summary = portfolio.portfolio_summary(trades)
-    parts = []
-    for by in ("agent", "instrument", "regime"):
-        part = portfolio.portfolio_breakdown(trades, by).reset_index()
-        parts.append(part.rename(columns={by: "key"}).assign(by=by))
-    breakdown = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    summary, by_key = portfolio.portfolio_figures(trades, ("agent", "instrument", "regime"))
+    breakdown = pd.concat(
+        [part.reset_index().rename(columns={by: "key"}).assign(by=by) for by, part in by_key.items()],
+        ignore_index=True,
+    )
     data_root.warehouse.write_table(names.PORTFOLIO, breakdown, facts={"summary": summary})
     by_agent = (
         breakdown[breakdown["by"] == "agent"].set_index("key")["pnl_bps"] if len(breakdown) else pd.Series()

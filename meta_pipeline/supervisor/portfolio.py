@@ -89,30 +89,71 @@ def _net_bps(trades: pd.DataFrame) -> np.ndarray:
     return x
 
 
+def _arrow_text(values: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    """``values`` as Arrow strings, a missing value as null (pandas' Arrow-backed strings convert
+    without a copy; anything else is converted with ``str``). None when Arrow cannot hold the text
+    (e.g. a lone surrogate)."""
+    try:
+        text = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError):
+        text = None
+    if text is None or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        try:
+            text = pa.array(
+                values.astype(str).where(values.notna(), None).to_numpy(dtype=object), type=pa.string()
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, UnicodeError):
+            return None
+    return text
+
+
+def _dense_text_rank(values: pd.Series) -> np.ndarray:
+    """Dense ranks (int64, from 0) of ``values`` compared as text by code point (the order of Python's
+    ``str`` comparison and of UTF-8 bytes, which Arrow compares); a missing value ranks −1."""
+    n = len(values)
+    text = _arrow_text(values)
+    if text is None:  # Python compares what Arrow cannot encode
+        missing = values.isna().to_numpy()
+        labels = np.array([str(v) for v in values[~missing]], dtype=object)
+        rank = np.full(n, -1, dtype=np.int64)
+        rank[~missing] = np.unique(labels, return_inverse=True)[1].reshape(-1)
+        return rank
+    if text.null_count == 0 and (
+        n < 2 or pc.all(pc.less(text.slice(0, n - 1), text.slice(1))).as_py()
+    ):  # already strictly increasing, as sorted categories are: nothing to sort
+        return np.arange(n, dtype=np.int64)
+    rank = pc.rank(text, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64) - 1
+    if text.null_count:
+        rank[text.is_null().to_numpy(zero_copy_only=False)] = -1
+    return rank
+
+
+def _text_key(series: pd.Series, rows: np.ndarray | None = None) -> np.ndarray:
+    """The text of ``series`` (at positions ``rows``; all when None) as int64 ranks that compare as
+    the text does (code point order, equal text → equal rank); a missing value ranks −1, first."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return _dense_text_rank(series if rows is None else series.iloc[rows])
+    codes = series.cat.codes.to_numpy()
+    if rows is not None:
+        codes = codes[rows]
+    categories = series.cat.categories
+    rank_of_code = np.full(len(categories) + 1, -1, dtype=np.int64)  # code −1 (missing) → −1
+    if 2 * len(codes) < len(categories):  # a few rows of many categories: rank only the ones used
+        used = np.unique(codes[codes >= 0])
+        rank_of_code[used] = _dense_text_rank(pd.Series(categories[used]))
+    else:
+        rank_of_code[:-1] = _dense_text_rank(pd.Series(categories))
+    return rank_of_code[codes]
+
+
+def _text_columns(trades: pd.DataFrame) -> list[str]:
+    return [column for column in TIE_BREAK_COLUMNS if column in trades.columns]
+
+
 def _text_ranks(trades: pd.DataFrame, rows: np.ndarray) -> list[np.ndarray]:
     """The text tie-break keys of ``rows`` (positions) as int64 ranks in code point order (the order
     of Python's ``str`` comparison and of UTF-8 bytes); a missing value ranks first."""
-    ranks = []
-    for column in TIE_BREAK_COLUMNS:
-        if column not in trades.columns:
-            continue
-        series = trades[column]
-        if isinstance(series.dtype, pd.CategoricalDtype):
-            labels = np.asarray(series.cat.categories.astype(str), dtype=object)
-            rank_of_code = np.full(len(labels) + 1, -1, dtype=np.int64)  # code −1 (missing) → −1
-            rank_of_code[np.argsort(labels, kind="stable")] = np.arange(len(labels))
-            ranks.append(rank_of_code[series.cat.codes.to_numpy()[rows]])
-        else:
-            values = series.iloc[rows]
-            try:
-                text = pa.array(values, from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                text = None
-            if text is None or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-                text = pa.array(values.astype(str).to_numpy(dtype=object), type=pa.string())
-            dense = pc.rank(text, sort_keys="ascending", tiebreaker="dense").to_numpy()
-            ranks.append(np.where(values.isna().to_numpy(), -1, dense.astype(np.int64)))
-    return ranks
+    return [_text_key(trades[column], rows) for column in _text_columns(trades)]
 
 
 def _running_count(flags: np.ndarray) -> np.ndarray:
@@ -209,11 +250,71 @@ def _sorted_rows(
     return _settle_ties(positions, same, keys, text_ranks)
 
 
+def _bits(value: int) -> int:
+    return max(0, int(value)).bit_length()
+
+
+def _compact(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Order- and equality-preserving codes of int64 ``values`` as non-negative int64, and their
+    width in bits: (v − min) / gcd of the offsets (timestamps on a grid, e.g. every 30 minutes, then
+    need 15 bits a year instead of 55), without a sort."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    low, high = int(values.min()), int(values.max())
+    if high == low:
+        return np.zeros(n, dtype=np.int64), 0
+    if high - low < 2**62:
+        offset = values - low
+        step = int(np.gcd.reduce(offset[:: max(1, n // 4096)]))  # a sample's gcd, checked on all below
+        if step == 0 or (step > 1 and (offset % step).any()):
+            step = int(np.gcd.reduce(offset))
+        if step > 1:
+            offset //= step
+        return offset, _bits((high - low) // step)
+    return _dense(values)
+
+
+def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense ranks (int64) of ``values`` and their width in bits: one sort, for keys too wide to pack."""
+    distinct, rank = np.unique(values, return_inverse=True)
+    return rank.reshape(-1).astype(np.int64, copy=False), _bits(len(distinct) - 1)
+
+
+def _order_by_text(
+    trades: pd.DataFrame, rows: np.ndarray, group: np.ndarray, group_bits: int, row_bits: int
+) -> np.ndarray:
+    """``rows`` (positions, int64) sorted by (``group``, the text keys, position); ``group``: int64
+    ≥ 0 aligned with ``rows``, < 2**group_bits. One ``np.sort`` of a packed int64 when the widths fit
+    in 63 bits, else a ``lexsort``."""
+    ranks = [rank + 1 for rank in _text_ranks(trades, rows)]  # missing → 0, first
+    widths = [_bits(rank.max()) if len(rank) else 0 for rank in ranks]
+    if group_bits + sum(widths) + row_bits > 63:
+        group, group_bits = _dense(group)
+    if group_bits + sum(widths) + row_bits > 63:
+        return rows[np.lexsort((rows, *reversed(ranks), group))]
+    key = group.astype(np.int64, copy=True)
+    for rank, width in zip(ranks, widths, strict=True):
+        key <<= width
+        key |= rank
+    key <<= row_bits
+    key |= rows
+    key.sort()
+    key &= (1 << row_bits) - 1
+    return key
+
+
 def time_order(trades: pd.DataFrame) -> np.ndarray:
     """Positions (int64, for ``trades.iloc``) that put the trades in time order.
 
     Time order is (``exit_ts``, ``ts``, ``run_id``, ``instrument``, ``direction``), the last two only
     when present; text compares by code point. Rows equal on all of them keep their input order.
+
+    The times become narrow ints (:func:`_compact`; ``ts`` as ``ts − exit_ts``, which orders the same
+    within one exit time and takes no bit for trades of one horizon), packed with the input position
+    into one int64 and sorted with ``np.sort``. Rows that tie on the times are then ordered by the
+    text keys, as int ranks packed the same way; when most rows tie (a fleet run on a fixed
+    schedule) every row is sorted on the full key at once.
 
     Raises
     ------
@@ -223,12 +324,38 @@ def time_order(trades: pd.DataFrame) -> np.ndarray:
     _check_columns(trades)
     exit_ns = utc_ns(trades["exit_ts"], name="exit_ts")
     ts_ns = utc_ns(trades["ts"], name="ts")
-    if len(exit_ns) > 1_000 and np.unique(exit_ns).size < 0.9 * len(exit_ns):
-        # many rows share an exit time (a fleet run on a fixed schedule): settling the ties one by
-        # one costs more than one multi-key sort in Arrow (stable; strings compare as UTF-8 bytes,
-        # i.e. by code point, as Python's str does)
+    n = len(exit_ns)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    row_bits = _bits(n - 1) or 1
+    exit_key, exit_bits = _compact(exit_ns)
+    ts_key, ts_bits = _compact(ts_ns - exit_ns)
+    if exit_bits + ts_bits + row_bits > 63:  # times at full resolution: their dense ranks are narrower
+        exit_key, exit_bits = _dense(exit_ns)
+        ts_key, ts_bits = _dense(ts_ns - exit_ns)
+    time_bits = exit_bits + ts_bits
+    if time_bits + row_bits > 63:  # more rows than an int64 can pack three times
         return _arrow_order(trades, exit_ns, ts_ns)
-    return _sorted_rows(exit_ns, ts_ns, lambda rows: _text_ranks(trades, rows))
+    exit_key <<= ts_bits
+    exit_key |= ts_key
+    time_key = exit_key
+    rows = np.arange(n, dtype=np.int64)
+    text = bool(_text_columns(trades))
+    if text and (1 << time_bits) < n // 2:  # most rows share their times with others: sort on all keys
+        return _order_by_text(trades, rows, time_key, time_bits, row_bits)
+    key = time_key << row_bits
+    key |= rows
+    key.sort()
+    order = key & ((1 << row_bits) - 1)
+    key >>= row_bits
+    same = key[1:] == key[:-1]
+    if not text or not same.any():
+        return order
+    positions, run = _runs_of_ties(same)
+    if 8 * len(positions) > n:
+        return _order_by_text(trades, rows, time_key, time_bits, row_bits)
+    order[positions] = _order_by_text(trades, order[positions], run, _bits(run[-1]), row_bits)
+    return order
 
 
 def _arrow_order(trades: pd.DataFrame, exit_ns: np.ndarray, ts_ns: np.ndarray) -> np.ndarray:
