@@ -303,6 +303,10 @@ def agent_decisions(
             "applied_to_kill_switch": dg.MetadataValue.text(", ".join(applied) or "none"),
             "decisions": markdown_table(summary, empty="_no agents yet_"),
             "why_not_promoted": markdown_table(_gate_matrix(gates), empty="_no gates active_"),
+            "held_for_evidence": markdown_table(
+                _held_for_evidence(gates, table),
+                empty="_no agent passes the app's thresholds but fails the evidence gates_",
+            ),
         }
     )
 
@@ -328,6 +332,40 @@ def _weights(combined: pd.DataFrame, data_root: DataRoot, policy: SupervisorPoli
         max_error_rate=policy.allocation_max_error_rate,
         cap=policy.allocation_cap,
     )
+
+
+APP_GATES = ("pnl", "hit rate", "error rate", "avg latency")  # the app's own promotion thresholds
+EVIDENCE_GATES = ("trades", "timing PSR")
+
+
+def _held_for_evidence(gates: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Agents the app's thresholds alone would promote but the evidence gates hold, with why."""
+    if gates.empty:
+        return gates
+    passed = gates.pivot(index="agent", columns="gate", values="passed")
+    app = [g for g in APP_GATES if g in passed]
+    evidence = [g for g in EVIDENCE_GATES if g in passed]
+    if not evidence:
+        return pd.DataFrame()
+    held = passed[passed[app].all(axis=1) & ~passed[evidence].all(axis=1)]
+    rows = []
+    for agent in held.index:
+        failed = [g for g in evidence if not held.loc[agent, g]]
+        stats_row = table.loc[agent] if agent in table.index else {}
+        reason = stats_row.get("psr_reason") if "timing PSR" in failed else None
+        rows.append(
+            {
+                "agent": agent,
+                "failed evidence gates": ", ".join(failed),
+                "trades": stats_row.get("trades"),
+                "pnl_sum_bps": stats_row.get("pnl_sum_bps"),
+                "bias_bps": stats_row.get("bias_bps"),
+                "timing_bps": stats_row.get("timing_bps"),
+                "timing_psr": stats_row.get("timing_psr"),
+                "why": reason or "",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _gate_matrix(gates: pd.DataFrame) -> pd.DataFrame:

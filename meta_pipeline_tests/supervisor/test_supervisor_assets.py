@@ -276,3 +276,16 @@ def test_supervisor_settings_mirror_the_policy():
     fields = set(SupervisorPolicy.__dataclass_fields__)
     assert fields == set(SupervisorSettings.model_fields) - {"model_config"}
     assert SupervisorSettings().policy == SupervisorPolicy()
+
+
+def test_the_ui_names_agents_held_only_by_the_evidence_gates(tmp_path):
+    rising = _rows("always_long", 30, lambda i: 40.0 + (i % 4) * 10, direction=lambda i: "LONG")
+    lucky = _rows("lucky", 5, lambda i: 80.0, symbol="ETHUSDT")
+    fleet(tmp_path, extra_trades=[*rising, *lucky], extra_runs=_telemetry([*rising, *lucky]))
+    result = materialize(tmp_path)
+    meta = result.asset_materializations_for_node(names.AGENT_DECISIONS)[0].metadata
+    held = meta["held_for_evidence"].value
+    assert "always\\_long" in held or "always_long" in held
+    assert "no timing variation" in held
+    assert "lucky" in held and "trades" in held
+    assert "skilled" not in held  # promoted: not held
