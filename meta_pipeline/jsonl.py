@@ -1,25 +1,32 @@
 """Column-wise JSON Lines encoder of the export, byte-identical to building one dict per row and
-calling ``json.dumps`` on it (the reference: ``meta_pipeline_tests/jsonl_oracle.py``, ~40k rows/s). Here each
-column is formatted once into JSON text fragments with numpy / pyarrow kernels, and the columns are
-then joined row-wise with the constant key text in between (``pyarrow.compute.binary_join_element_wise``),
-so the whole file costs a handful of vectorised passes (~1M rows/s on one core).
+calling ``json.dumps`` on it (the reference: ``meta_pipeline_tests/jsonl_oracle.py``, ~40k rows/s).
+
+Each column is formatted once into JSON texts with vectorised kernels (numpy, msgspec, pyarrow), kept
+as a *pool*: one binary buffer of texts plus, per row, which text is that row's (a column whose rows
+repeat — the signal-level fields of reconciled rows, small tables such as categoricals — formats each
+distinct value once and only points at it). The constant key text between the columns is folded into
+the small tables where it can be. The file is then one gather: all pools are concatenated into a single
+Arrow binary array and one ``take`` per block of rows, with the indices in row-major order, writes the
+pieces of every line one after the other — the joined block is the block's bytes, copied once into the
+output (~1M rows/s on one core).
 
 Exactness, column by column (the slow, obviously-correct per-value path of the reference is kept as
 the fallback for every dtype that has no fast path, so unusual input is still encoded identically):
 
-* floats: Arrow's float → string cast (double-conversion, shortest round-trip digits, same choice as
-  Python's ``repr``) for ``1e-4 <= |x| < 1e10`` and zero, where both use fixed notation — Arrow only
-  drops the ``.0`` of whole numbers, which is added back; outside that range (where the two switch to
-  scientific notation at different exponents and spell exponents differently) ``float.__repr__``.
-  NaN → ``null``; ±inf raises ``ValueError`` exactly as ``json.dumps(..., allow_nan=False)`` does.
+* floats: msgspec's float writer (shortest round-trip digits, as Python's ``repr``) on the column's
+  values as one JSON array, split at the commas; NaN → ``null``. msgspec and ``repr`` agree in fixed
+  notation (``1e-4 <= |x| < 1e16`` and zero, checked at import time on probe values, otherwise the
+  per-value ``repr`` path is used); outside that range, where the two spell exponents differently,
+  the value's ``float.__repr__`` is passed to msgspec as raw text. ±inf raises ``ValueError`` exactly
+  as ``json.dumps(..., allow_nan=False)`` does.
 * strings: the UTF-8 bytes are scanned once for ``"``, ``\\`` and control characters; only strings
   containing one go through ``json.dumps`` (``ensure_ascii=False``: non-ASCII is written as is).
   Categoricals: each category is encoded once and taken by code. Lone surrogates cannot be UTF-8
   encoded: ``UnicodeEncodeError``, as ``.encode("utf-8")`` of the reference's text raises.
 * timestamps: :func:`iso_utc` — seconds, then the fraction to the nanosecond with trailing zeros
   (and an all-zero fraction) stripped, plus ``Z``; finer than a microsecond takes the slow path
-  (floored) — reproduced here from the int64 epoch values with cached date / time-of-day / fraction
-  tables. NaT → ``null``.
+  (floored) — reproduced here from the int64 epoch values, each whole quoted text written into a
+  fixed-width numpy row from cached date / time-of-day / digit tables. NaT → ``null``.
 * ``horizon_hours``: integer text when whole (``int(h)``), float text otherwise; ``status``:
   ``str(value)`` (a missing status is the string ``"nan"``, as in the reference).
 
@@ -36,6 +43,7 @@ import math
 from collections.abc import Sequence
 from functools import cache
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -45,33 +53,147 @@ TIME_FIELDS = ("ts", "entry_time", "exit_time")
 HORIZON_FIELD = "horizon_hours"
 STATUS_FIELD = "status"
 
-# rows joined per pyarrow call: large enough to amortise per-call overhead, small enough that the
-# joined text of a block stays far below Arrow's 2 GiB per-array limit and in cache-friendly sizes
-BLOCK_ROWS = 1 << 16
+# rows gathered per pyarrow ``take``: large enough to amortise per-call overhead, small enough that
+# a block's joined text (a few MiB) is still in cache when it is copied into the output
+BLOCK_ROWS = 1 << 14
 
 _NAT = np.iinfo(np.int64).min
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _UTC_NAMES = {"UTC", "Etc/UTC", "utc", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"}
-# Arrow writes fixed notation for decimal exponents -6..9, Python's repr for -4..15
-_FIXED_LOW, _FIXED_HIGH = 1e-4, 1e10
+# Python's repr writes fixed notation for 1e-4 <= |x| < 1e16 (and zero), scientific notation outside
+_FIXED_LOW, _FIXED_HIGH = 1e-4, 1e16
+_INT32_MAX = np.iinfo(np.int32).max
 
 # small-cardinality columns as (texts, codes): folding the constant key text around them and
-# combining neighbours happens on the few texts, so the row-wise join has fewer pieces
+# combining neighbours happens on the few texts, so the row-wise gather has fewer pieces
 _MAX_TABLE = 4096
+
+_FLOAT_WRITER = msgspec.json.Encoder()
+
+
+def _msgspec_writes_repr() -> bool:
+    """Whether msgspec writes floats in fixed notation exactly as ``float.__repr__`` (it does since
+    0.18: shortest round-trip digits; checked rather than assumed, the fallback is ``repr`` itself)."""
+    probes = [0.0, -0.0, 1e-4, 0.1, 0.5, 2.0, -2.5, 1 / 3, 0.30000000000000004, 12345.678, 65000.12]
+    probes += [9999999999.5, 1e10, 123456789012.25, 1e15, 9999999999999998.0, 2.0**53, 5e-4, 1.5e-4]
+    return _FLOAT_WRITER.encode(probes) == ("[" + ",".join(map(float.__repr__, probes)) + "]").encode()
+
+
+_MSGSPEC_FLOATS = _msgspec_writes_repr()
 
 
 class _Table:
-    """One JSON text per row as ``texts[codes[row]]`` (texts are valid UTF-8)."""
+    """One JSON text per row as ``texts[codes[row]]`` (few texts, valid UTF-8)."""
 
     def __init__(self, texts: list[str], codes: np.ndarray):
         self.texts, self.codes = texts, codes
 
-    def materialize(self) -> pa.Array:
-        return pa.array(self.texts, type=pa.string()).take(pa.array(self.codes))
+
+class _Pool:
+    """JSON texts in one UTF-8 buffer: text ``e`` is ``data[offsets[e]:offsets[e + 1]]``; row ``r`` is
+    text ``index[r]``, or, without an index, text ``first + stride * r`` (``stride`` 0: the same text
+    on every row). Texts no row points at (the gaps between padded texts) are allowed."""
+
+    __slots__ = ("data", "offsets", "index", "stride", "first")
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, index=None, stride: int = 1, first: int = 0):
+        self.data, self.offsets, self.index, self.stride, self.first = data, offsets, index, stride, first
+
+    def row_index(self, n: int) -> np.ndarray:
+        if self.index is not None:
+            return self.index
+        if self.stride == 0:
+            return np.full(n, self.first, dtype=np.int64)
+        return np.arange(self.first, self.first + self.stride * n, self.stride, dtype=np.int64)[:n]
+
+    def repeat(self, run: np.ndarray) -> _Pool:
+        """Row ``r`` takes this pool's row ``run[r]``."""
+        index = self.index[run] if self.index is not None else self.first + self.stride * run
+        return _Pool(self.data, self.offsets, index)
+
+    def with_rows(self, n: int, rows: np.ndarray, other: _Pool) -> _Pool:
+        """These ``n`` rows, except ``rows[j]`` takes ``other``'s row ``j``."""
+        data, offsets, (_, base) = _concat([self, other])
+        index = self.row_index(n).astype(np.int64, copy=True)
+        index[rows] = other.row_index(len(rows)) + base
+        return _Pool(data, offsets, index)
+
+    def fill(self, start: int, stop: int, base: int, out: np.ndarray) -> None:
+        """``out`` = the text numbers (plus ``base``) of rows ``start:stop``."""
+        if self.index is not None:
+            np.add(self.index[start:stop], base, out=out, casting="unsafe")
+        elif self.stride == 0:
+            out[:] = base + self.first
+        else:
+            first = base + self.first + self.stride * start
+            out[:] = np.arange(first, first + self.stride * (stop - start), self.stride)
+
+
+def _concat(pools: list[_Pool]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """All texts in one buffer (int32 offsets when they fit); each pool's first text number. Between
+    two pools there is one more text (from the end of one pool's last text to the next pool's first)."""
+    total = sum(len(p.data) for p in pools)
+    count = sum(len(p.offsets) for p in pools)
+    data = np.empty(total, dtype=np.uint8)
+    offsets = np.empty(count, dtype=np.int32 if total <= _INT32_MAX else np.int64)
+    bases = []
+    at = element = 0
+    for pool in pools:
+        data[at : at + len(pool.data)] = pool.data
+        np.add(pool.offsets, np.int64(at), out=offsets[element : element + len(pool.offsets)], casting="unsafe")
+        bases.append(element)
+        at += len(pool.data)
+        element += len(pool.offsets)
+    return data, offsets, bases
+
+
+def _constant_pool(text: str) -> _Pool:
+    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    return _Pool(data, np.array([0, len(data)], dtype=np.int64), stride=0)
+
+
+def _table_pool(table: _Table) -> _Pool:
+    encoded = [text.encode("utf-8") for text in table.texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return _Pool(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets, index=table.codes)
+
+
+def _arrow_pool(array: pa.Array) -> _Pool:
+    """A (large) string / binary array as a pool, row ``r`` = element ``r`` (nulls: whatever bytes
+    their slots span)."""
+    _, offsets, data = array.buffers()
+    width = np.int64 if array.type in (pa.large_string(), pa.large_binary()) else np.int32
+    if offsets is None or len(array) == 0:
+        return _Pool(np.empty(0, dtype=np.uint8), np.zeros(len(array) + 1, dtype=np.int64))
+    offsets = np.frombuffer(offsets, dtype=width)[array.offset : array.offset + len(array) + 1]
+    data = np.empty(0, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
+    return _Pool(data, offsets)
+
+
+def _texts_pool(texts: list[str]) -> _Pool:
+    return _arrow_pool(_to_arrow(texts))
+
+
+def _padded_pool(text: np.ndarray, ends: np.ndarray | None, starts: np.ndarray | None = None) -> _Pool:
+    """Row ``r``'s text is ``text[r, starts[r]:ends[r]]`` (``starts`` None: 0; ``ends`` None: the
+    whole row). Between two texts is one more (the rest of a row and the start of the next)."""
+    m, width = text.shape
+    rows = np.arange(0, width * m, width, dtype=np.int64)
+    if ends is None:
+        return _Pool(text.reshape(-1), np.append(rows, width * m))
+    offsets = np.empty(2 * m + 1, dtype=np.int64)
+    if starts is None:
+        offsets[0:-1:2] = rows
+    else:
+        np.add(rows, starts, out=offsets[0:-1:2])
+    np.add(rows, ends, out=offsets[1::2])
+    offsets[-1] = offsets[-2]
+    return _Pool(text.reshape(-1), offsets, stride=2)
 
 
 # a column's encoding: JSON text pieces to concatenate per row — literal ``str`` (same in every row),
-# a ``_Table`` or a ``pa.StringArray`` with one (non-null) value per row
+# a ``_Table`` or a ``_Pool``
 Parts = list
 
 
@@ -159,7 +281,7 @@ def _encode_values(series: pd.Series) -> Parts:
         return _encode_categorical(series, missing="null") or _generic(series.tolist())
     if isinstance(dtype, np.dtype):
         if dtype.kind == "f":
-            return [_float_fragments(series.to_numpy(dtype=np.float64))]
+            return [_float_pool(series.to_numpy(dtype=np.float64))]
         if dtype.kind in "iu":
             return [_int_fragments(series.to_numpy())]
         if dtype.kind == "b":
@@ -194,7 +316,7 @@ def _generic(values: list, *, convert=None) -> Parts:
             append(_dumps(_json_value(convert(value) if convert else value)))
         except (TypeError, ValueError, OverflowError, RecursionError) as error:
             raise _CellError(row, error) from None
-    return [_to_arrow(fragments)]
+    return [_texts_pool(fragments)]
 
 
 def _to_arrow(texts: list[str]) -> pa.Array:
@@ -226,7 +348,7 @@ def _encode_categorical(series: pd.Series, missing: str) -> Parts | None:
         return None  # an error only if a row uses it: let the per-value path decide
     index = np.where(codes < 0, len(categories), codes).astype(np.int32)
     if len(texts) > _MAX_TABLE:
-        return [_Table(texts, index).materialize()]
+        return [_table_pool(_Table(texts, index))]
     return [_Table(texts, index)]
 
 
@@ -260,17 +382,19 @@ def _string_parts(array: pa.Array, missing: str) -> Parts:
     """JSON strings: quoted as is unless a byte needs escaping (``"``, ``\\``, < 0x20)."""
     n = len(array)
     escape_rows = _rows_needing_escape(array)
+    pool = _arrow_pool(array)
     if array.null_count == 0:
         if len(escape_rows):
             inner = [_dumps(s)[1:-1] for s in array.take(pa.array(escape_rows)).to_pylist()]
-            array = _replace_rows(array, escape_rows, inner, n)
-        return ['"', array, '"']
-    quoted = pc.binary_join_element_wise('"', array, '"', "")
-    if len(escape_rows):
-        texts = array.take(pa.array(escape_rows)).to_pylist()
-        keep = [i for i, s in enumerate(texts) if s is not None]
-        quoted = _replace_rows(quoted, escape_rows[keep], [_dumps(texts[i]) for i in keep], n)
-    return [pc.fill_null(quoted, missing)]
+            pool = pool.with_rows(n, escape_rows, _texts_pool(inner))
+        return ['"', pool, '"']
+    null = array.is_null().to_numpy(zero_copy_only=False)
+    # null rows: the marker instead of the opening quote, nothing for the text and the closing quote
+    rows = np.union1d(np.flatnonzero(null), escape_rows)
+    texts = array.take(pa.array(rows)).to_pylist()
+    pool = pool.with_rows(n, rows, _texts_pool(["" if s is None else _dumps(s)[1:-1] for s in texts]))
+    codes = null.astype(np.int32)
+    return [_Table(['"', missing], codes), pool, _Table(['"', ""], codes)]
 
 
 def _rows_needing_escape(array: pa.Array) -> np.ndarray:
@@ -287,23 +411,15 @@ def _rows_needing_escape(array: pa.Array) -> np.ndarray:
     return np.unique(rows)
 
 
-def _replace_rows(array: pa.Array, rows: np.ndarray, texts: list[str] | pa.Array, n: int) -> pa.Array:
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = True
-    return pc.replace_with_mask(
-        array, pa.array(mask), texts if isinstance(texts, pa.Array) else _to_arrow(texts)
-    )
-
-
 # ---------------------------------------------------------------------------------------- numbers
 
 
-def _int_fragments(values: np.ndarray) -> _Table | pa.Array:
+def _int_fragments(values: np.ndarray) -> _Table | _Pool:
     if len(values):
         low, high = int(values.min()), int(values.max())
         if high - low < _MAX_TABLE:
             return _Table([str(v) for v in range(low, high + 1)], (values - low).astype(np.int32))
-    return pc.cast(pa.array(values), pa.string())
+    return _arrow_pool(pc.cast(pa.array(values), pa.string()))
 
 
 def _run_starts(bits: np.ndarray) -> np.ndarray | None:
@@ -317,46 +433,183 @@ def _run_starts(bits: np.ndarray) -> np.ndarray | None:
     return starts if np.count_nonzero(starts) <= 0.75 * len(bits) else None
 
 
-def _float_fragments(x: np.ndarray) -> pa.Array:
+def _float_pool(x: np.ndarray) -> _Pool:
     """Python ``repr`` of each float as ``json.dumps`` writes it; NaN → null, ±inf raises."""
     starts = _run_starts(x.view(np.int64))  # bitwise: -0.0 and 0.0 differ
-    if starts is not None:
-        heads = np.flatnonzero(starts)
+    if starts is None:
+        return _float_pool_of(x)
+    heads = np.flatnonzero(starts)
+    try:
+        pool = _float_pool_of(x[heads])
+    except _CellError as failure:
+        raise _CellError(int(heads[failure.row]), failure.error) from None
+    return pool.repeat(np.cumsum(starts, dtype=np.int64) - 1)
+
+
+def _float_pool_of(x: np.ndarray) -> _Pool:
+    fixed = _fixed_point(x)
+    if fixed is None:
+        return _shortest_pool(x)
+    pool, other = fixed
+    if len(other):
         try:
-            text = _float_fragments_of(x[heads])
+            texts = _shortest_pool(x[other])
         except _CellError as failure:
-            raise _CellError(int(heads[failure.row]), failure.error) from None
-        return text.take(pa.array(np.cumsum(starts, dtype=np.int64) - 1))
-    return _float_fragments_of(x)
+            raise _CellError(int(other[failure.row]), failure.error) from None
+        pool = pool.with_rows(len(x), other, texts)
+    return pool
 
 
-def _float_fragments_of(x: np.ndarray) -> pa.Array:
-    n = len(x)
+# --- few decimals: prices, rounded scores. If x is the double nearest to k / 10**d with |k| < 10**15
+# (at most 15 significant digits), the shortest text that reads back as x — repr's digits — is that
+# decimal's (any two decimals of at most 15 digits round to different doubles), so the text is k's
+# digits with the point d places from the right, trailing fraction zeros stripped (one kept). k / 10**d
+# is one correctly rounded division, and 1e-4 <= |x| < 1e16 (fixed notation) holds for k != 0, d <= 4.
+
+_MAX_DECIMALS = 4
+_FIXED_MIN_ROWS = 256  # below this the tables cost more than they save
+
+
+def _decimals(sample: np.ndarray) -> int | None:
+    """The fewest decimals (0.._MAX_DECIMALS) that write nine in ten of ``sample`` exactly."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        for d in range(_MAX_DECIMALS + 1):
+            k = np.rint(sample * 10.0**d)
+            if np.count_nonzero((k / 10.0**d == sample) & (np.abs(k) < 1e15)) >= 0.9 * len(sample):
+                return d
+    return None
+
+
+def _fixed_point(x: np.ndarray) -> tuple[_Pool, np.ndarray] | None:
+    """The texts of the rows that are decimals with few digits, and the rows that are not; ``None``
+    when too few are (the caller formats every row the general way)."""
+    m = len(x)
+    if m < _FIXED_MIN_ROWS:
+        return None
+    d = _decimals(x[:: max(1, m // 256)])
+    if d is None:
+        return None
+    scale = 10.0**d
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = np.rint(x * scale)
+        np.abs(k, out=k)
+        exact = k / scale == np.abs(x)
+        exact &= k < 1e15
+    other = np.flatnonzero(~exact)
+    if len(other) > m // 2:
+        return None
+    if len(other):
+        k[other] = 0.0
+    top = float(k.max())
+    a = k.astype(np.int64 if top >= 2**31 else np.int32)
+    high = a // 100_000
+    low = a - high * 100_000
+    low_text, low_start, low_end = _low_digits_table(d)
+    text = np.empty((m, 24), dtype=np.uint8)
+    # bytes 16..23: the five lowest digits of |k| with the point; 0..15: the digits above, as 4-digit groups
+    text.view(np.uint64)[:, 2] = low_text[low]
+    start = low_start[low]
+    if top >= 100_000:
+        groups = _four_digits_table()
+        words = text.view(np.uint32)
+        words[:, 3] = groups[high - high // 10_000 * 10_000]
+        if top >= 100_000 * 10_000:
+            rest = high // 10_000
+            words[:, 2] = groups[rest - rest // 10_000 * 10_000]
+            if top >= 100_000 * 10**8:
+                words[:, 1] = groups[high // 10**8]
+        start = np.where(high > 0, 16 - _digit_count(high), start)
+    negative = np.signbit(x)
+    if negative.any():
+        rows = np.flatnonzero(negative)
+        start = start.astype(np.int64)
+        start[rows] -= 1
+        text.reshape(-1)[rows * 24 + start[rows]] = ord("-")
+    return _padded_pool(text, low_end[low], start), other
+
+
+def _digit_count(values: np.ndarray) -> np.ndarray:
+    """Decimal digits of each positive value < 10**12."""
+    count = np.ones(len(values), dtype=np.int8)
+    for power in range(1, 12):
+        if values.max() < 10**power:
+            break
+        count += values >= 10**power
+    return count
+
+
+@cache
+def _four_digits_table() -> np.ndarray:
+    """0..9999 → its four digits (leading zeros) as the bytes of a uint32."""
+    text = np.empty((10_000, 4), dtype=np.uint8)
+    _digits(text, 0, np.arange(10_000), 4)
+    return text.view(np.uint32).reshape(-1)
+
+
+@cache
+def _low_digits_table(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0..99999, five digits with the point ``d`` digits from the right (``ddd.dd``; ``ddddd.0`` for
+    d = 0), as the bytes of a uint64 at byte 16 of a row; and where in the row the number starts when
+    there are no digits above (its first significant integer digit, or the units digit) and ends (fraction
+    zeros stripped, one kept)."""
+    values = np.arange(100_000)
+    whole, fraction = values // 10**d, values % 10**d
+    integer_digits = 5 - d
+    text = np.zeros((100_000, 8), dtype=np.uint8)
+    _digits(text, 0, whole, integer_digits)
+    text[:, integer_digits] = ord(".")
+    kept = np.ones(100_000, dtype=np.int64)
+    if d:
+        _digits(text, integer_digits + 1, fraction, d)
+        for k in range(1, d):  # digits kept: d minus trailing zeros, at least one
+            kept += fraction % 10**k != 0
+    else:
+        text[:, integer_digits + 1] = ord("0")
+    start = 16 + integer_digits - _digit_count(np.maximum(whole, 1))
+    end = 16 + integer_digits + 1 + kept
+    return text.view(np.uint64).reshape(-1), start.astype(np.int8), end.astype(np.int8)
+
+
+def _shortest_pool(x: np.ndarray) -> _Pool:
+    """msgspec's texts (``repr``'s in fixed notation), ``repr`` itself in scientific notation."""
     with np.errstate(invalid="ignore"):
-        nan = np.isnan(x)
-        infinite = np.isinf(x)
+        magnitude = np.abs(x)
+        large = magnitude >= _FIXED_HIGH  # ±inf, and scientific notation
+        small = magnitude < _FIXED_LOW  # zero, and scientific notation
+    values = x.tolist()
+    odd = []
+    if large.any():
+        rows = np.flatnonzero(large)
+        infinite = np.isinf(x[rows])
         if infinite.any():
-            row = int(np.flatnonzero(infinite)[0])
+            row = int(rows[np.argmax(infinite)])
             try:
-                _dumps(float(x[row]))
+                _dumps(values[row])
             except ValueError as error:
                 raise _CellError(row, error) from None
-        magnitude = np.abs(x)
-        fixed = ((magnitude >= _FIXED_LOW) & (magnitude < _FIXED_HIGH)) | (x == 0)
-        whole = fixed & (x == np.floor(x))
-    text = pc.cast(pa.array(x), pa.string())
-    if whole.any():  # Arrow writes 2.0 as "2", Python as "2.0"
-        rows = np.flatnonzero(whole)
-        patched = pc.binary_join_element_wise(text.take(pa.array(rows)), ".0", "")
-        text = _replace_rows(text, rows, patched, n)
-    other = ~fixed & ~nan
-    if other.any():
-        rows = np.flatnonzero(other)
-        text = _replace_rows(text, rows, list(map(float.__repr__, x[rows].tolist())), n)
-    if nan.any():
-        rows = np.flatnonzero(nan)
-        text = _replace_rows(text, rows, pa.repeat(pa.scalar("null"), len(rows)), n)
-    return text
+        odd.append(rows)
+    if small.any():
+        rows = np.flatnonzero(small)
+        odd.append(rows[x[rows] != 0])
+    if not _MSGSPEC_FLOATS:
+        return _texts_pool(["null" if v != v else float.__repr__(v) for v in values])
+    raw = msgspec.Raw
+    for rows in odd:
+        for row in rows.tolist():
+            values[row] = raw(float.__repr__(values[row]).encode())
+    return _json_array_pool(_FLOAT_WRITER.encode(values), len(values))
+
+
+def _json_array_pool(encoded: bytes, m: int) -> _Pool:
+    """The ``m`` values of a JSON array whose values contain no comma (numbers, ``null``)."""
+    raw = np.frombuffer(encoded, dtype=np.uint8)
+    commas = np.flatnonzero(raw == ord(","))
+    offsets = np.empty(2 * m + 1, dtype=np.int64)
+    offsets[0] = 1
+    offsets[1:-2:2] = commas  # value i ends at the comma after it, the comma is a text of its own
+    offsets[2:-1:2] = commas + 1
+    offsets[-2:] = len(raw) - 1  # the "]"
+    return _Pool(raw, offsets, stride=2)
 
 
 def _encode_horizon(series: pd.Series) -> Parts:
@@ -371,22 +624,23 @@ def _encode_horizon(series: pd.Series) -> Parts:
     with np.errstate(invalid="ignore"):
         whole = np.isfinite(x) & (x == np.floor(x))
         small = whole & (np.abs(x) < 2.0**62)
-    text = pc.cast(pa.array(np.where(small, x, 0.0).astype(np.int64)), pa.string())
+    ints = _int_fragments(np.where(small, x, 0.0).astype(np.int64))
+    if small.all():
+        return [ints]
+    pool = _table_pool(ints) if isinstance(ints, _Table) else ints
     huge = whole & ~small
     if huge.any():
         rows = np.flatnonzero(huge)
-        text = _replace_rows(text, rows, [str(int(h)) for h in x[rows].tolist()], n)
+        pool = pool.with_rows(n, rows, _texts_pool([str(int(h)) for h in x[rows].tolist()]))
     fractional = ~whole
     if fractional.any():
         rows = np.flatnonzero(fractional)
         try:
-            floats = _float_fragments(x[rows])
+            floats = _float_pool(x[rows])
         except _CellError as failure:
             raise _CellError(int(rows[failure.row]), failure.error) from None
-        mask = np.zeros(n, dtype=bool)
-        mask[rows] = True
-        text = pc.replace_with_mask(text, pa.array(mask), floats)
-    return [text]
+        pool = pool.with_rows(n, rows, floats)
+    return [pool]
 
 
 # ------------------------------------------------------------------------------------- timestamps
@@ -413,60 +667,68 @@ def _encode_times(series: pd.Series) -> Parts:
         return _generic(_iso_utc(series))
     values, per_second = epoch
     starts = _run_starts(values)
-    if starts is None:
-        return _time_parts(values, per_second, series)
-    parts = _time_parts(values[starts], per_second, series[starts])
-    index = pa.array(np.cumsum(starts, dtype=np.int64) - 1)
-    return [p if isinstance(p, str) else p.take(index) for p in parts]
+    pool = _time_pool(values if starts is None else values[starts], per_second)
+    if pool is None:
+        return _generic(_iso_utc(series))  # years strftime might not write as 4 digits
+    return [pool if starts is None else pool.repeat(np.cumsum(starts, dtype=np.int64) - 1)]
 
 
-def _time_parts(values: np.ndarray, per_second: int, series: pd.Series) -> Parts:
-    n = len(values)
+def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
+    """``"YYYY-MM-DDTHH:MM:SS[.fffffffff]Z"`` (quoted) or ``null`` per epoch value, one fixed-width
+    numpy row each; ``None`` when a year is outside 1000..9999."""
+    m = len(values)
     nat = values == _NAT
     has_nat = bool(nat.any())
     if has_nat:
         values = np.where(nat, 0, values)
     seconds = np.floor_divide(values, per_second)
-    sub = values - seconds * per_second
     days = np.floor_divide(seconds, 86_400)
     second_of_day = (seconds - days * 86_400).astype(np.int32)
     first, last = int(days.min()), int(days.max())
     years = _civil(np.array([first, last]))[0]
     if years[0] < 1000 or years[1] > 9999:
-        return _generic(_iso_utc(series))  # years strftime might not write as 4 digits
+        return None
+    nanos = None
+    if per_second > 1:
+        nanos = ((values - seconds * per_second) * (10**9 // per_second)).astype(np.int32)
+        if not nanos.any():
+            nanos = None
 
-    # "YYYY-MM-DDTHH:MM:SS" — fixed width, assembled from per-day and per-second-of-day tables
-    text = np.empty((n, 19), dtype=np.uint8)
-    if last - first < 4 * n + 1024:
-        text[:, :10] = _date_table(first, last)[days - first]
+    width = 22 if nanos is None else 32
+    text = np.empty((m, width), dtype=np.uint8)
+    text[:, 0] = ord('"')
+    if last - first < 4 * m + 1024:
+        text[:, 1:11] = _date_table(first, last)[days - first]
     else:
         unique_days, inverse = np.unique(days, return_inverse=True)
-        text[:, :10] = _date_bytes(unique_days)[inverse]
-    text[:, 10] = ord("T")
-    text[:, 11:] = _time_of_day_table()[second_of_day]
-    stamp = pa.StringArray.from_buffers(
-        n, pa.py_buffer(np.arange(0, 19 * (n + 1), 19, dtype=np.int32)), pa.py_buffer(text)
-    )
-    parts: Parts = ['"', stamp]
-    if per_second > 1:
-        micros = sub * (10**6 // per_second) if per_second <= 10**6 else sub // (per_second // 10**6)
-        nanos = (sub % (per_second // 10**6)) * (10**9 // per_second) if per_second > 10**6 else None
-        if nanos is not None and nanos.any():
-            # finer than a microsecond: all six microsecond digits, then the nanoseconds stripped
-            fine = pc.binary_join_element_wise(
-                _micro_digits_table().take(pa.array(micros.astype(np.int32))),
-                _nano_digits_table().take(pa.array(nanos.astype(np.int32))),
-                "",
-            )
-            coarse = _fraction_table().take(pa.array(micros.astype(np.int32)))
-            parts.append(pc.if_else(pa.array(nanos != 0), fine, coarse))
-        elif micros.any():
-            parts.append(_fraction_table().take(pa.array(micros.astype(np.int32))))
-    parts.append('Z"')
-    if not has_nat:
-        return parts
-    joined = pc.binary_join_element_wise(*parts, "")
-    return [pc.if_else(pa.array(nat), pa.scalar("null"), joined)]
+        text[:, 1:11] = _date_bytes(unique_days)[inverse]
+    text[:, 11] = ord("T")
+    text[:, 12:20] = _time_of_day_table()[second_of_day]
+    lengths = None
+    if nanos is None:
+        text[:, 20] = ord("Z")
+        text[:, 21] = ord('"')
+    else:
+        # ".fffffffff" with trailing zeros stripped (no "." at all for a whole second), then 'Z"'
+        text[:, 20] = ord(".")
+        high, low = np.divmod(nanos, 1000)
+        high, middle = np.divmod(high, 1000)
+        digits, zeros = _three_digits_table()
+        text[:, 21:24] = digits[high]
+        text[:, 24:27] = digits[middle]
+        text[:, 27:30] = digits[low]
+        trailing = np.where(low > 0, zeros[low], np.where(middle > 0, 3 + zeros[middle], 6 + zeros[high]))
+        end = np.where(nanos == 0, 20, 30 - trailing)
+        flat = text.reshape(-1)
+        at = np.arange(0, width * m, width) + end
+        flat[at] = ord("Z")
+        flat[at + 1] = ord('"')
+        lengths = end + 2
+    if has_nat:
+        text[nat, :4] = np.frombuffer(b"null", dtype=np.uint8)
+        lengths = np.full(m, width, dtype=np.int64) if lengths is None else lengths
+        lengths[nat] = 4
+    return _padded_pool(text, lengths)
 
 
 def _epoch_values(series: pd.Series) -> tuple[np.ndarray, int] | None:
@@ -531,43 +793,20 @@ def _time_of_day_table() -> np.ndarray:
 
 
 @cache
-def _fraction_table() -> pa.Array:
-    """microseconds → ``.%f`` with trailing zeros stripped ("" for 0), for 0..999999."""
-    micros = np.arange(10**6)
-    text = np.empty((10**6, 7), dtype=np.uint8)
-    text[:, 0] = ord(".")
-    _digits(text, 1, micros, 6)
-    trailing = np.zeros(10**6, dtype=np.int64)
-    for k in range(1, 6):
-        trailing += micros % 10**k == 0
-    length = np.where(micros == 0, 0, 7 - trailing)
-    offsets = np.zeros(10**6 + 1, dtype=np.int32)
-    np.cumsum(length, out=offsets[1:])
-    data = text[np.arange(7) < length[:, None]]
-    return pa.StringArray.from_buffers(10**6, pa.py_buffer(offsets), pa.py_buffer(data))
-
-
-@cache
-def _micro_digits_table() -> pa.Array:
-    """microseconds → ``.dddddd`` (all six digits), for 0..999999."""
-    text = np.empty((10**6, 7), dtype=np.uint8)
-    text[:, 0] = ord(".")
-    _digits(text, 1, np.arange(10**6), 6)
-    offsets = np.arange(0, 7 * (10**6 + 1), 7, dtype=np.int32)
-    return pa.StringArray.from_buffers(10**6, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-@cache
-def _nano_digits_table() -> pa.Array:
-    """the nanoseconds after the microseconds (0..999) → their digits, trailing zeros stripped."""
-    return pa.array(["" if n == 0 else f"{n:03d}".rstrip("0") for n in range(1000)], type=pa.string())
+def _three_digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """0..999 → three digits, and how many of them are trailing zeros (3 for 0)."""
+    values = np.arange(1000)
+    digits = np.empty((1000, 3), dtype=np.uint8)
+    _digits(digits, 0, values, 3)
+    zeros = (values % 10 == 0).astype(np.int64) + (values % 100 == 0) + (values == 0)
+    return digits, zeros
 
 
 # ------------------------------------------------------------------------------------------- join
 
 
-def _simplify(parts: Parts) -> list[str | pa.Array]:
-    """Fold the constant text into neighbouring tables, combine neighbouring tables, materialize."""
+def _simplify(parts: Parts) -> Parts:
+    """Fold the constant text into neighbouring tables, combine neighbouring tables."""
     merged: Parts = []
     for part in parts:
         if isinstance(part, str) and merged and isinstance(merged[-1], str):
@@ -593,34 +832,46 @@ def _simplify(parts: Parts) -> list[str | pa.Array]:
             folded[-1] = _Table(texts, left.codes * np.int32(len(part.texts)) + part.codes)
         else:
             folded.append(part)
-    return [p.materialize() if isinstance(p, _Table) else p for p in folded]
+    return folded
 
 
-def _join(parts: list[str | pa.Array], n: int) -> bytes:
-    """Concatenate the pieces row by row, a block of rows at a time; each block's joined rows are one
-    contiguous buffer, appended to the output (and freed, so the next block reuses the memory)."""
-    if not any(isinstance(p, pa.Array) for p in parts):  # no fields: the same text on every row
+def _join(parts: Parts, n: int) -> bytes:
+    """Every row's pieces one after the other: all texts in one Arrow binary array, gathered a block
+    of rows at a time with the text numbers in row-major order — the gathered block is the block's
+    bytes, appended to the output (and freed, so the next block reuses the memory)."""
+    if all(isinstance(p, str) for p in parts):  # no fields: the same text on every row
         return "".join(parts).encode("utf-8") * n
+    pools = [
+        _constant_pool(p) if isinstance(p, str) else _table_pool(p) if isinstance(p, _Table) else p
+        for p in parts
+    ]
+    data, offsets, bases = _concat(pools)
+    binary = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
+    texts = pa.Array.from_buffers(binary, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    index_type = np.int32 if len(offsets) <= _INT32_MAX else np.int64
     out = io.BytesIO()
     for start in range(0, n, BLOCK_ROWS):
-        _join_block(parts, start, min(n, start + BLOCK_ROWS), out)
+        _join_block(texts, pools, bases, index_type, start, min(n, start + BLOCK_ROWS), out)
     return out.getvalue()
 
 
-def _join_block(parts: list[str | pa.Array], start: int, stop: int, out: io.BytesIO) -> None:
-    pieces = [p if isinstance(p, str) else p.slice(start, stop - start) for p in parts]
+def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_type, start: int, stop: int,
+                out: io.BytesIO) -> None:  # fmt: skip
+    index = np.empty((stop - start, len(pools)), dtype=index_type)
+    for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
+        pool.fill(start, stop, base, index[:, column])
     try:
-        joined = pc.binary_join_element_wise(*pieces, "")
+        joined = texts.take(pa.array(index.reshape(-1)))
     except (pa.ArrowCapacityError, pa.ArrowInvalid):  # a block of more than 2 GiB of text
         if stop - start < 2:
             raise
         middle = (start + stop) // 2
-        _join_block(parts, start, middle, out)
-        _join_block(parts, middle, stop, out)
+        _join_block(texts, pools, bases, index_type, start, middle, out)
+        _join_block(texts, pools, bases, index_type, middle, stop, out)
         return
-    if joined.null_count:
-        raise AssertionError("a JSON fragment is missing")
     _, offsets, data = joined.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
-    with memoryview(data) as view:
-        out.write(view[int(bounds[0]) : int(bounds[-1])])
+    width = np.int64 if joined.type == pa.large_binary() else np.int32
+    bounds = np.frombuffer(offsets, dtype=width)[joined.offset : joined.offset + len(joined) + 1]
+    if data is not None:
+        with memoryview(data) as view:
+            out.write(view[int(bounds[0]) : int(bounds[-1])])

@@ -209,9 +209,10 @@ def _sorted_rows(
     """Positions of ``rows`` (all rows when None) in time order, by ``group`` first when given
     (int codes in [0, n_groups)). Rows equal on every key keep their input order.
 
-    The bulk is one ``np.sort`` of an int64 packing (group, ``exit_ts`` − first exit at the finest
-    resolution that fits, input position): several times faster than an ``argsort``. Rows whose
-    packed key ties (same group and ``exit_ts`` up to that resolution) are then settled exactly by
+    The bulk is one ``np.sort`` of an int64 packing (group, ``exit_ts``, ``ts``, input position),
+    several times faster than an ``argsort``: the times as :func:`_compact` codes when they fit,
+    else ``exit_ts`` − first exit at the finest resolution that fits. Rows whose packed key ties
+    (same group and times, or ``exit_ts`` up to that resolution) are then settled exactly by
     (``exit_ts``, ``ts``, text keys, input position) in :func:`_settle_ties`.
     """
     e = exit_ns if rows is None else exit_ns[rows]
@@ -222,9 +223,24 @@ def _sorted_rows(
     row_bits = max(1, (n - 1).bit_length())
     group_bits = 0 if g is None else max(1, (n_groups - 1).bit_length())
     time_bits = 63 - row_bits - group_bits
+    exit_key, exit_bits = _compact(e)
+    ts_key, ts_bits = _compact((ts_ns if rows is None else ts_ns[rows]) - e)
     first = int(e.min())
     span_bits = max(1, (int(e.max()) - first).bit_length())
-    if time_bits >= 16:
+    if exit_bits + ts_bits <= time_bits:  # both times exactly: only rows equal on them can tie
+        key = exit_key
+        key <<= ts_bits
+        key |= ts_key
+        if g is not None:
+            key |= g << (exit_bits + ts_bits)
+        key <<= row_bits
+        key |= np.arange(n, dtype=np.int64)
+        key.sort()
+        order = key & ((1 << row_bits) - 1)
+        key >>= row_bits
+        same = key[1:] == key[:-1]
+        keys = []
+    elif time_bits >= 16:
         shift = max(0, span_bits - time_bits)
         key = (e - first) >> shift
         if g is not None:
@@ -388,6 +404,15 @@ def _arrow_order(trades: pd.DataFrame, exit_ns: np.ndarray, ts_ns: np.ndarray) -
     return order.to_numpy().astype(np.int64)
 
 
+def _order(trades: pd.DataFrame, order: np.ndarray | None) -> np.ndarray:
+    if order is None:
+        return time_order(trades)
+    order = np.asarray(order)
+    if order.shape != (len(trades),):
+        raise ValueError(f"order has shape {order.shape}, the trades frame {len(trades)} rows")
+    return order
+
+
 # ------------------------------------------------------------------------------------- figures
 def _drawdown(cum: np.ndarray) -> np.ndarray:
     """peak_k − cum_k with peak_k = max(0, cum_1 … cum_k), bps (≥ 0)."""
@@ -409,8 +434,11 @@ def _summary_sorted(x: np.ndarray) -> dict:
     }
 
 
-def portfolio_summary(trades: pd.DataFrame) -> dict:
+def portfolio_summary(trades: pd.DataFrame, *, order: np.ndarray | None = None) -> dict:
     """The fleet's figures over all trades in time order.
+
+    ``order``: :func:`time_order` of ``trades`` when the caller has it already (it is not checked
+    beyond its length); computed when None.
 
     Returns
     -------
@@ -427,12 +455,19 @@ def portfolio_summary(trades: pd.DataFrame) -> dict:
     """
     _check_columns(trades)
     x = _net_bps(trades)
-    return _summary_sorted(x[time_order(trades)] if len(x) else x)
+    return _summary_sorted(x[_order(trades, order)] if len(x) else x)
 
 
 def _group_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Dense codes and their labels (str); missing values become the label ``"unknown"``."""
-    codes, uniques = pd.factorize(values, sort=False)
+    """Dense codes and their labels (str); missing values become the label ``"unknown"``. A label may
+    have no row (an unused category)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # the codes are there already
+        codes = values.cat.codes.to_numpy()
+        uniques = values.cat.categories
+    elif values.dtype == object and values.isna().all():  # e.g. no trade has a regime
+        codes, uniques = np.full(len(values), -1, dtype=np.int64), []
+    else:
+        codes, uniques = pd.factorize(values, sort=False)
     labels = pd.Index(np.asarray(uniques, dtype=object)).astype(str)
     missing = codes < 0
     if missing.any():
@@ -451,6 +486,21 @@ def _empty_breakdown(by: str) -> pd.DataFrame:
     return empty.set_axis(pd.Index([], dtype=str, name=by))
 
 
+def _group_max_drawdown(x: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+    """Per group code in [0, k), the maximum drawdown (bps, ≥ 0; 0 for an empty group) of ``x``
+    already in time order: running sum within the group, running peak floored at the flat start 0."""
+    # a categorical grouper on the codes (sort=True: pandas takes it as is) spares pandas a hash of the
+    # 10⁶ codes per call; its cumsum is compensated (Kahan)
+    grouper = pd.Categorical.from_codes(g, categories=pd.RangeIndex(k))
+    cum = pd.Series(x).groupby(grouper, observed=False, sort=True).cumsum().to_numpy()
+    peak = pd.Series(cum).groupby(grouper, observed=False, sort=True).cummax().to_numpy()
+    peak = np.maximum(peak, 0.0)
+    peak -= cum
+    deepest = np.zeros(k)
+    np.maximum.at(deepest, g, peak)
+    return deepest
+
+
 def _breakdown_sorted(x: np.ndarray, g: np.ndarray, labels: pd.Index, by: str) -> pd.DataFrame:
     """Per-group figures of trades already in time order (``g``: their group codes)."""
     k = len(labels)
@@ -459,11 +509,7 @@ def _breakdown_sorted(x: np.ndarray, g: np.ndarray, labels: pd.Index, by: str) -
     hits = np.bincount(g, weights=(x > 0.0).astype(np.float64), minlength=k)
     # within each group, in time order: running sum, running peak floored at the flat start 0.
     # A categorical grouper on the codes spares pandas a hash of the 1e6 codes per call.
-    grouper = pd.Categorical.from_codes(g, categories=pd.RangeIndex(k))
-    cum = pd.Series(x).groupby(grouper, observed=False, sort=False).cumsum().to_numpy()
-    peak = pd.Series(cum).groupby(grouper, observed=False, sort=False).cummax().to_numpy()
-    deepest = np.zeros(k)
-    np.maximum.at(deepest, g, np.maximum(peak, 0.0) - cum)
+    deepest = _group_max_drawdown(x, g, k)
     table = pd.DataFrame(
         {
             "trades": count.astype(np.int64),
@@ -477,7 +523,7 @@ def _breakdown_sorted(x: np.ndarray, g: np.ndarray, labels: pd.Index, by: str) -
     return table[count > 0].sort_index()
 
 
-def portfolio_breakdown(trades: pd.DataFrame, by: str) -> pd.DataFrame:
+def portfolio_breakdown(trades: pd.DataFrame, by: str, *, order: np.ndarray | None = None) -> pd.DataFrame:
     """The portfolio figures per value of ``by`` (``agent``, ``instrument`` or ``regime``).
 
     Each group's trades are taken in time order and its drawdown starts flat at 0, as
@@ -498,14 +544,15 @@ def portfolio_breakdown(trades: pd.DataFrame, by: str) -> pd.DataFrame:
     ValueError
         as :func:`portfolio_summary`, and when ``by`` is not a column.
     """
-    return portfolio_figures(trades, (by,))[1][by]
+    return portfolio_figures(trades, (by,), order=order)[1][by]
 
 
 def portfolio_figures(
-    trades: pd.DataFrame, by: Sequence[str] = BREAKDOWN_KEYS
+    trades: pd.DataFrame, by: Sequence[str] = BREAKDOWN_KEYS, *, order: np.ndarray | None = None
 ) -> tuple[dict, dict[str, pd.DataFrame]]:
     """:func:`portfolio_summary` and :func:`portfolio_breakdown` for each key of ``by``, with one
-    sort of the trades for all of them (what the supervisor's report needs).
+    sort of the trades for all of them (what the supervisor's report needs). ``order`` as in
+    :func:`portfolio_summary`: pass the same :func:`time_order` to :func:`equity_curve` to sort once.
 
     Returns
     -------
@@ -521,7 +568,7 @@ def portfolio_figures(
     x = _net_bps(trades)
     if len(x) == 0:
         return _summary_sorted(x), {key: _empty_breakdown(key) for key in by}
-    order = time_order(trades)
+    order = _order(trades, order)
     x = x[order]
     breakdowns = {}
     for key in by:
@@ -530,8 +577,11 @@ def portfolio_figures(
     return _summary_sorted(x), breakdowns
 
 
-def equity_curve(trades: pd.DataFrame, *, max_points: int = EQUITY_CURVE_MAX_POINTS) -> pd.DataFrame:
+def equity_curve(
+    trades: pd.DataFrame, *, max_points: int = EQUITY_CURVE_MAX_POINTS, order: np.ndarray | None = None
+) -> pd.DataFrame:
     """The portfolio's cumulative PnL and drawdown after each trade, in time order, for charts.
+    ``order`` as in :func:`portfolio_summary`.
 
     Returns
     -------
@@ -560,7 +610,7 @@ def equity_curve(trades: pd.DataFrame, *, max_points: int = EQUITY_CURVE_MAX_POI
             {"exit_ts": pd.Series(dtype="datetime64[ns, UTC]"), "cum_pnl_bps": [], "drawdown_bps": []},
             columns=columns,
         ).astype({"cum_pnl_bps": float, "drawdown_bps": float})
-    order = time_order(trades)
+    order = _order(trades, order)
     exit_ns = utc_ns(trades["exit_ts"], name="exit_ts")[order]
     cum = np.cumsum(x[order])
     down = -_drawdown(cum)

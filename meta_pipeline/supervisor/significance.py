@@ -92,6 +92,21 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return codes.astype(np.int64, copy=False), pd.Index(np.asarray(uniques, dtype=object), name=values.name)
 
 
+def _group_of(values: pd.Series) -> tuple[np.ndarray, int]:
+    """Codes (int64) that tell the distinct values of ``values`` apart, in no particular order, and
+    their number (codes are < it); a categorical's own codes, without a hash of its rows.
+
+    Raises ValueError on a missing value.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        if len(codes) and codes.min() < 0:
+            raise ValueError(f"column {values.name!r} has missing values")
+        return codes.astype(np.int64), len(values.cat.categories)
+    codes, uniques = _codes(values)
+    return codes, len(uniques)
+
+
 def _ns(values: pd.Series) -> np.ndarray:
     """Nanoseconds since the epoch (int64) of a datetime column; naive values are read as UTC.
 
@@ -130,27 +145,11 @@ def _chain(
     n = len(ts)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    # Rows are ordered by (agent, ts) through one int64 key, agent · width + rank of ts among the
-    # distinct entry times (agent · ns since the epoch would overflow). An exit gets the number of
-    # distinct entry times before it, so that ts >= exit_ts ⟺ rank(ts) >= rank(exit_ts).
-    by_ts = np.argsort(ts)
-    ts_sorted = ts[by_ts]
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(ts_sorted[1:], ts_sorted[:-1], out=new[1:])
-    distinct = ts_sorted[new]
-    width = np.int64(len(distinct) + 1)
-    rank = np.cumsum(new) - 1  # in ts order
-    # queried in entry-time order: with a fixed horizon the exits are then sorted, which searchsorted
-    # exploits (several times faster than random queries)
-    exit_rank = np.searchsorted(distinct, exit_ts[by_ts], side="left")
-    agent = agent_codes[by_ts]
-    # a stable sort by agent of the rows in ts order; 16-bit codes take numpy's radix sort
-    perm = np.argsort(agent.astype(np.uint16) if n_agents <= 1 << 16 else agent, kind="stable")
-    order = by_ts[perm]
-    sorted_agent = agent[perm]
-    sorted_key = sorted_agent * width + rank[perm]
-    sorted_exit = sorted_agent * width + exit_rank[perm]  # the key the next chain trade must reach
+    packed = _packed_chain_order(agent_codes, n_agents, ts, exit_ts)
+    if packed is not None:
+        order, sorted_key, sorted_agent, sorted_exit = packed
+    else:
+        order, sorted_key, sorted_agent, sorted_exit = _sorted_chain_order(agent_codes, n_agents, ts, exit_ts)
     same = sorted_key[1:] == sorted_key[:-1]
     if same.any():
         # Ties of (agent, ts) are ordered by run_id (as text), then by row; only tied rows need it.
@@ -179,6 +178,77 @@ def _chain(
     return mask
 
 
+def _packed_chain_order(
+    agent_codes: np.ndarray, n_agents: int, ts: np.ndarray, exit_ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The rows in (agent, ts, row) order from one ``np.sort`` of an int64 packing (agent, ts, row),
+    with ``ts`` as its step on the grid of entry times (ts − first ts) / gcd: on a 30-minute grid a
+    year takes 15 bits. None when the packing does not fit in 63 bits.
+
+    Returns ``order`` (positions), ``sorted_key`` (agent, ts step) and ``sorted_agent`` of the rows
+    in that order, and ``sorted_exit``: the key the next chain trade must reach, (agent, the first
+    step at or after the exit). ts ≥ exit_ts ⟺ step(ts) ≥ ⌈(exit_ts − first ts) / gcd⌉.
+    """
+    n = len(ts)
+    first = int(ts.min())
+    if int(ts.max()) - first >= 2**62:
+        return None
+    offset = ts - first
+    step = int(np.gcd.reduce(offset[:: max(1, n // 4096)]))  # a sample's gcd, checked on all below
+    if step == 0 or (step > 1 and (offset % step).any()):
+        step = int(np.gcd.reduce(offset))
+    step = max(step, 1)
+    beyond = int(offset.max()) // step + 1  # a step past every entry: "no later trade"
+    ts_bits = beyond.bit_length()
+    agent_bits = max(1, (n_agents - 1).bit_length())
+    row_bits = max(1, (n - 1).bit_length())
+    if agent_bits + ts_bits + row_bits > 63:
+        return None
+    key = offset // step if step > 1 else offset
+    key |= agent_codes.astype(np.int64, copy=False) << ts_bits
+    key <<= row_bits
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    order = key & ((1 << row_bits) - 1)
+    key >>= row_bits
+    sorted_agent = key >> ts_bits
+    reach = exit_ts[order] - first
+    reach = -(-reach // step)  # ceiling division
+    np.clip(reach, 0, beyond, out=reach)
+    reach |= sorted_agent << ts_bits
+    return order, key, sorted_agent, reach
+
+
+def _sorted_chain_order(
+    agent_codes: np.ndarray, n_agents: int, ts: np.ndarray, exit_ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`_packed_chain_order`, with ts as its rank among the distinct entry times (any
+    times; an argsort and a stable sort by agent)."""
+    n = len(ts)
+    # Rows are ordered by (agent, ts) through one int64 key, agent · width + rank of ts among the
+    # distinct entry times (agent · ns since the epoch would overflow). An exit gets the number of
+    # distinct entry times before it, so that ts >= exit_ts ⟺ rank(ts) >= rank(exit_ts).
+    by_ts = np.argsort(ts)
+    ts_sorted = ts[by_ts]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(ts_sorted[1:], ts_sorted[:-1], out=new[1:])
+    distinct = ts_sorted[new]
+    width = np.int64(len(distinct) + 1)
+    rank = np.cumsum(new) - 1  # in ts order
+    # queried in entry-time order: with a fixed horizon the exits are then sorted, which searchsorted
+    # exploits (several times faster than random queries)
+    exit_rank = np.searchsorted(distinct, exit_ts[by_ts], side="left")
+    agent = agent_codes[by_ts]
+    # a stable sort by agent of the rows in ts order; 16-bit codes take numpy's radix sort
+    perm = np.argsort(agent.astype(np.uint16) if n_agents <= 1 << 16 else agent, kind="stable")
+    order = by_ts[perm]
+    sorted_agent = agent[perm]
+    sorted_key = sorted_agent * width + rank[perm]
+    sorted_exit = sorted_agent * width + exit_rank[perm]  # the key the next chain trade must reach
+    return order, sorted_key, sorted_agent, sorted_exit
+
+
 def chain_mask(trades: pd.DataFrame) -> np.ndarray:
     """Mark each agent's chain of non-overlapping trades (docs/rules.md, *Significance*).
 
@@ -205,14 +275,19 @@ def chain_mask(trades: pd.DataFrame) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- timing returns
 def _group_codes(agent_codes: np.ndarray, instrument_codes: np.ndarray, n_instruments: int) -> np.ndarray:
-    """Dense codes of the (agent, instrument) pairs present (order irrelevant)."""
-    return pd.factorize(agent_codes * np.int64(max(n_instruments, 1)) + instrument_codes)[0]
+    """Codes of the (agent, instrument) pairs (order irrelevant, some may be absent): agent · width +
+    instrument itself when that is not much larger than the rows, else its dense factorization."""
+    key = agent_codes * np.int64(max(n_instruments, 1)) + instrument_codes
+    if len(key) and int(key.max()) < 4 * len(key) + 1024:
+        return key
+    return pd.factorize(key)[0]
 
 
 def _timing(agent_codes, instrument_codes, n_instruments, d, gross) -> np.ndarray:
     """(d − d̄[agent, instrument]) · r with r = d · gross, bps."""
     groups = _group_codes(agent_codes, instrument_codes, n_instruments)
-    mean_d = np.bincount(groups, weights=d) / np.bincount(groups)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 for an absent pair, never read
+        mean_d = np.bincount(groups, weights=d) / np.bincount(groups)
     return (d - mean_d[groups]) * (d * gross)
 
 
@@ -276,10 +351,25 @@ def bias_timing_split(trades: pd.DataFrame) -> pd.DataFrame:
     """
     _require(trades, ("agent", "instrument", "direction", "gross_bps"))
     agent_codes, agents = _codes(trades["agent"])
-    instrument_codes, instruments = _codes(trades["instrument"])
+    instrument_codes, n_instruments = _group_of(trades["instrument"])
     d = _direction(trades["direction"])
     gross = _finite(trades["gross_bps"])
-    width = np.int64(max(len(instruments), 1))
+    return pd.DataFrame(
+        _bias_timing(agent_codes, len(agents), instrument_codes, n_instruments, d, gross),
+        index=agents.rename("agent"),
+    )
+
+
+def _bias_timing(
+    agent_codes: np.ndarray,
+    n_agents: int,
+    instrument_codes: np.ndarray,
+    n_instruments: int,
+    d: np.ndarray,
+    gross: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """:func:`bias_timing_split` on arrays (codes int64 in [0, n)); columns aligned with the agent codes."""
+    width = np.int64(max(n_instruments, 1))
     groups, pairs = pd.factorize(agent_codes * width + instrument_codes)
     group_agent = np.asarray(pairs, dtype=np.int64) // width
     n_s = np.bincount(groups).astype(np.float64)
@@ -287,16 +377,12 @@ def bias_timing_split(trades: pd.DataFrame) -> pd.DataFrame:
     sum_r = np.bincount(groups, weights=d * gross)
     sum_dr = np.bincount(groups, weights=gross)  # d · r = gross
     held = sum_d * sum_r / n_s if len(n_s) else n_s  # n_s · d̄_s · r̄_s
-    n_agents = len(agents)
     n = np.bincount(agent_codes, minlength=n_agents).astype(np.float64)
-    return pd.DataFrame(
-        {
-            "mean_gross_bps": np.bincount(agent_codes, weights=gross, minlength=n_agents) / n,
-            "bias_bps": np.bincount(group_agent, weights=held, minlength=n_agents) / n,
-            "timing_bps": np.bincount(group_agent, weights=sum_dr - held, minlength=n_agents) / n,
-        },
-        index=agents.rename("agent"),
-    )
+    return {
+        "mean_gross_bps": np.bincount(agent_codes, weights=gross, minlength=n_agents) / n,
+        "bias_bps": np.bincount(group_agent, weights=held, minlength=n_agents) / n,
+        "timing_bps": np.bincount(group_agent, weights=sum_dr - held, minlength=n_agents) / n,
+    }
 
 
 # ---------------------------------------------------------------------------------------- formulas
@@ -492,24 +578,59 @@ def significance_by_agent(
     elif n_trials < max(n_agents, 1):
         raise ValueError(f"n_trials={n_trials} is below the {n_agents} agent(s) in the trades frame")
     mask = _chain(agent_codes, n_agents, _ns(trades["ts"]), _ns(trades["exit_ts"]), trades["run_id"])
+    # columns are read whole (vectorized checks, categories decoded once) and then cut to the chain
+    instrument_codes, n_instruments = _group_of(trades["instrument"])
+    columns = _significance(
+        agent_codes,
+        n_agents,
+        mask,
+        instrument_codes,
+        n_instruments,
+        _direction(trades["direction"]),
+        _finite(trades["gross_bps"]),
+        _finite(trades["net_bps"]),
+        n_trials=n_trials,
+        prob=prob,
+    )
+    index = agents.rename("agent")
+    # object dtype keeps None (an inferred string column would turn it into NaN)
+    columns["psr_reason"] = pd.Series(columns["psr_reason"], index=index, dtype=object)
+    return pd.DataFrame(columns, index=index)
+
+
+def _significance(
+    agent_codes: np.ndarray,
+    n_agents: int,
+    mask: np.ndarray,
+    instrument_codes: np.ndarray,
+    n_instruments: int,
+    d: np.ndarray,
+    gross: np.ndarray,
+    net: np.ndarray,
+    *,
+    n_trials: int,
+    prob: float,
+    agent_order: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`significance_by_agent` on arrays aligned with the trades (codes int64 in [0, n), the
+    chain ``mask``); the columns are aligned with the agent codes. ``agent_order`` (a permutation
+    of the codes) is the order in which the variance across agents sums their Sharpe ratios (the
+    codes' order when None), so that any coding of the agents gives the same float."""
     rows = np.flatnonzero(mask)
     codes = agent_codes[rows]
-    # columns are read whole (vectorized checks, categories decoded once) and then cut to the chain
-    instrument_codes, instruments = _codes(trades["instrument"])
     instrument_codes = instrument_codes[rows]
-    d = _direction(trades["direction"])[rows]
-    gross = _finite(trades["gross_bps"])[rows]
-    net = _finite(trades["net_bps"])[rows]
+    d, gross, net = d[rows], gross[rows], net[rows]
 
-    timing = _timing(codes, instrument_codes, len(instruments), d, gross)
+    timing = _timing(codes, instrument_codes, n_instruments, d, gross)
     t = _moments(codes, timing, n_agents, scale=_rms(codes, gross, n_agents))
     p = _moments(codes, net, n_agents, scale=_rms(codes, net, n_agents))
     with np.errstate(invalid="ignore", divide="ignore"):
         sr = t["mean"] / t["std"]
     psr = probabilistic_sharpe_ratio(sr, t["n"], t["skew"], t["kurt"])
 
-    defined = np.isfinite(sr)
-    var_sr = np.var(sr[defined], ddof=1) if defined.sum() >= 2 else np.nan
+    ordered = sr if agent_order is None else sr[agent_order]
+    defined = np.isfinite(ordered)
+    var_sr = np.var(ordered[defined], ddof=1) if defined.sum() >= 2 else np.nan
     sr0 = expected_max_sharpe(n_trials, var_sr)
     dsr = psr if not np.isfinite(sr0) else probabilistic_sharpe_ratio(sr, t["n"], t["skew"], t["kurt"], sr0)
 
@@ -523,23 +644,19 @@ def significance_by_agent(
     reason[t["n"] < 2] = TOO_FEW_TRADES
     reason[~np.isnan(psr)] = None
 
-    return pd.DataFrame(
-        {
-            "chain_trades": t["n"].astype(np.int64),
-            "timing_mean_bps": t["mean"],
-            "timing_sharpe": sr,
-            "timing_skew": t["skew"],
-            "timing_kurtosis": t["kurt"],
-            "timing_psr": psr,
-            "deflated_sharpe": dsr,
-            "min_track_record": min_trl,
-            "more_trades_needed": more,
-            "pnl_psr": _psr_of(p),
-            # object dtype keeps None (an inferred string column would turn it into NaN)
-            "psr_reason": pd.Series(reason, index=agents.rename("agent"), dtype=object),
-        },
-        index=agents.rename("agent"),
-    )
+    return {
+        "chain_trades": t["n"].astype(np.int64),
+        "timing_mean_bps": t["mean"],
+        "timing_sharpe": sr,
+        "timing_skew": t["skew"],
+        "timing_kurtosis": t["kurt"],
+        "timing_psr": psr,
+        "deflated_sharpe": dsr,
+        "min_track_record": min_trl,
+        "more_trades_needed": more,
+        "pnl_psr": _psr_of(p),
+        "psr_reason": reason,
+    }
 
 
 def naive_psr_by_agent(trades: pd.DataFrame, column: str = "net_bps") -> pd.Series:

@@ -75,6 +75,34 @@ def since_filter(frame: pd.DataFrame, since: Mapping[str, pd.Timestamp] | None) 
     return frame[keep]
 
 
+def _agent_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray]:
+    """The agents of ``values`` as text, coded without hashing the rows.
+
+    Returns ``codes`` (int64, aligned with ``values``, −1 where missing), ``labels`` (the distinct
+    names present, str, sorted by code point as pandas sorts text; ``codes`` index them) and
+    ``factorized`` (a permutation of the labels: the order ``pd.factorize(values, sort=True)`` gives
+    them, a categorical's category order).
+    """
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        values = agent_category(values)
+    codes = values.cat.codes.to_numpy().astype(np.int64)
+    categories = values.cat.categories
+    text = categories if categories.inferred_type in ("string", "empty") else categories.astype(str)
+    used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(categories)))
+    rank = portfolio._dense_text_rank(pd.Series(text[used]))  # equal text → one agent
+    distinct, first = np.unique(rank, return_index=True)
+    code_of_category = np.full(len(categories) + 1, -1, dtype=np.int64)  # code −1 (missing) stays −1
+    code_of_category[used] = np.searchsorted(distinct, rank)
+    labels = pd.Index(np.asarray(text[used[first]], dtype=object), name="agent").astype(str)
+    return code_of_category[codes], labels, np.argsort(used[first])
+
+
+def _grouper(codes: np.ndarray, k: int) -> pd.Categorical:
+    """Codes in [0, k) as a groupby key pandas takes as is (no hash of the rows; with ``sort=True``
+    and ``observed=False`` the groups are 0 … k − 1 in that order)."""
+    return pd.Categorical.from_codes(codes, categories=pd.RangeIndex(k))
+
+
 def trade_stats(trades: pd.DataFrame) -> pd.DataFrame:
     """Per agent, on ``net_bps`` of its matured trades: ``trades``, ``pnl_sum_bps``, ``hit_rate``
     (share with net PnL > 0), ``mean_bps``, ``std_bps`` (ddof 1), ``worst_trade_bps``,
@@ -85,28 +113,52 @@ def trade_stats(trades: pd.DataFrame) -> pd.DataFrame:
             columns=[*TRADE_COLUMNS, "max_drawdown_bps", "mean_gross_bps", "bias_bps", "timing_bps"],
             index=pd.Index([], name="agent"),
         )
-    agent = agent_category(trades["agent"])
+    return _trade_stats(trades, *_agent_codes(trades["agent"])[:2])[0]
+
+
+def _trade_stats(trades: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> tuple[pd.DataFrame, dict]:
+    """:func:`trade_stats` of a non-empty frame whose agents are ``codes`` into ``labels``, and the
+    columns it read and checked (arrays aligned with the rows), for the significance."""
     net = trades["net_bps"].to_numpy(dtype="float64")
-    grouped = pd.DataFrame({"agent": agent.to_numpy(), "net": net, "hit": net > 0}).groupby(
-        "agent", sort=True, observed=True
-    )
+    k = len(labels)
+    # per agent in row order, as pandas sums (compensated) and takes the variance (Welford)
+    grouped = pd.Series(net).groupby(_grouper(codes, k), observed=False, sort=True)
+    count = np.bincount(codes, minlength=k)
     table = pd.DataFrame(
         {
-            "trades": grouped["net"].count(),
-            "pnl_sum_bps": grouped["net"].sum(),
-            "hit_rate": grouped["hit"].mean(),
-            "mean_bps": grouped["net"].mean(),
-            "std_bps": grouped["net"].std(ddof=1),
-            "worst_trade_bps": grouped["net"].min(),
-        }
+            "trades": count.astype(np.int64),
+            "pnl_sum_bps": grouped.sum().to_numpy(),
+            "hit_rate": np.bincount(codes, weights=net > 0, minlength=k) / count,
+            "mean_bps": grouped.mean().to_numpy(),
+            "std_bps": grouped.std(ddof=1).to_numpy(),
+            "worst_trade_bps": grouped.min().to_numpy(),
+        },
+        index=labels,
     )
-    table.index = table.index.astype(str).rename("agent")
-    by_agent = portfolio.portfolio_breakdown(trades.assign(agent=agent), "agent")
-    by_agent.index = by_agent.index.astype(str)
-    table["max_drawdown_bps"] = by_agent["max_drawdown_bps"].reindex(table.index)
-    split = significance.bias_timing_split(trades.assign(agent=agent))
-    split.index = split.index.astype(str)
-    return table.join(split[["mean_gross_bps", "bias_bps", "timing_bps"]])
+    # the portfolio's drawdown of each agent's trades in time order (checks times and net_bps)
+    # checked in the order portfolio_breakdown and bias_timing_split check them
+    portfolio._check_columns(trades, ("agent",))
+    x = portfolio._net_bps(trades)
+    exit_ns = portfolio.utc_ns(trades["exit_ts"], name="exit_ts")
+    ts_ns = portfolio.utc_ns(trades["ts"], name="ts")
+    significance._require(trades, ("agent", "instrument", "direction", "gross_bps"))
+    if (codes < 0).any():
+        raise ValueError("column 'agent' has missing values")
+    # by agent, then in time order: each agent's rows in the order the whole frame's time order
+    # has them, without settling the ties of the whole fleet (text tie-breaks only within an agent)
+    order = portfolio._sorted_rows(
+        exit_ns, ts_ns, lambda tied: portfolio._text_ranks(trades, tied), group=codes, n_groups=k
+    )
+    table["max_drawdown_bps"] = portfolio._group_max_drawdown(x[order], codes[order], k)
+    instrument_codes, n_instruments = significance._group_of(trades["instrument"])
+    d = significance._direction(trades["direction"])
+    gross = significance._finite(trades["gross_bps"])
+    for column, values in significance._bias_timing(
+        codes, k, instrument_codes, n_instruments, d, gross
+    ).items():
+        table[column] = values
+    read = {"instrument_codes": instrument_codes, "n_instruments": n_instruments, "d": d, "gross": gross}
+    return table, {**read, "net": x}
 
 
 def run_stats(runs: pd.DataFrame) -> pd.DataFrame:
@@ -116,57 +168,117 @@ def run_stats(runs: pd.DataFrame) -> pd.DataFrame:
     one, ms), ``cost_usd`` (total, USD)."""
     if runs.empty:
         return pd.DataFrame(columns=RUN_COLUMNS, index=pd.Index([], name="agent"))
+    return _run_stats(runs, *_agent_codes(runs["agent"])[:2])
+
+
+def _run_stats(runs: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> pd.DataFrame:
+    """:func:`run_stats` of a non-empty frame whose agents are ``codes`` into ``labels``."""
     errors = runs["errors"].to_numpy(dtype="float64")
-    frame = pd.DataFrame(
-        {
-            "agent": agent_category(runs["agent"]).to_numpy(),
-            "readable": ~np.isnan(errors),
-            "failed": errors > 0,
-            "latency": runs["latency_ms"].to_numpy(dtype="float64"),
-            "cost": runs["cost_usd"].to_numpy(dtype="float64"),
-        }
+    latency = runs["latency_ms"].to_numpy(dtype="float64")
+    cost = runs["cost_usd"].to_numpy(dtype="float64")
+    if (codes < 0).any():  # a run without agent counts nowhere
+        keep = codes >= 0
+        codes, errors, latency, cost = codes[keep], errors[keep], latency[keep], cost[keep]
+    k = len(labels)
+    count = np.bincount(codes, minlength=k)
+    readable = np.bincount(codes, weights=~np.isnan(errors), minlength=k)
+    failed = np.bincount(codes, weights=errors > 0, minlength=k).astype(np.int64)
+    # mean and sum as pandas computes them (compensated, NaN skipped)
+    grouped = pd.DataFrame({"latency": latency, "cost": cost}).groupby(
+        _grouper(codes, k), observed=False, sort=True
     )
-    grouped = frame.groupby("agent", sort=True, observed=True)
-    readable = grouped["readable"].sum()
-    table = pd.DataFrame(
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error_rate = failed / np.where(readable > 0, readable, np.nan)
+    return pd.DataFrame(
         {
-            "runs": grouped["agent"].size(),
-            "error_runs": grouped["failed"].sum(),
-            "error_rate": grouped["failed"].sum() / readable.where(readable > 0),
-            "avg_latency_ms": grouped["latency"].mean(),
-            "p95_latency_ms": _group_quantile(frame["agent"], frame["latency"].to_numpy(), 0.95).to_numpy(),
-            "cost_usd": grouped["cost"].sum(min_count=1).fillna(0.0),
-        }
+            "runs": count.astype(np.int64),
+            "error_runs": failed,
+            "error_rate": error_rate,
+            "avg_latency_ms": grouped["latency"].mean().to_numpy(),
+            "p95_latency_ms": _quantile_by_code(codes, k, latency, 0.95),
+            "cost_usd": grouped["cost"].sum(min_count=1).fillna(0.0).to_numpy(),
+        },
+        index=labels,
     )
-    table.index = table.index.astype(str).rename("agent")
-    return table
 
 
-def _group_quantile(groups: pd.Series, values: np.ndarray, q: float) -> pd.Series:
-    """Per-group ``q`` quantile of ``values`` ignoring NaN, with linear interpolation (pandas' and
-    numpy's default), from one sort instead of a Python call per group. Indexed by sorted group."""
-    if isinstance(groups.dtype, pd.CategoricalDtype):  # sorted, observed categories, as groupby has them
-        groups = groups.cat.remove_unused_categories()
-        groups = groups.cat.reorder_categories(groups.cat.categories.sort_values())
-        codes, labels = groups.cat.codes.to_numpy().astype(np.int64), groups.cat.categories
-    else:
-        codes, labels = pd.factorize(groups, sort=True)
+def _quantile_by_code(codes: np.ndarray, k: int, values: np.ndarray, q: float) -> np.ndarray:
+    """Per code in [0, k), the ``q`` quantile of ``values`` ignoring NaN, with linear interpolation
+    (pandas' and numpy's default); NaN for a code without a value. One argsort of the values and one
+    sort of (code, rank) packed in an int64, instead of a Python call per group."""
     keep = ~np.isnan(values)
-    codes, values = codes[keep], values[keep]
-    order = np.argsort(values, kind="stable")  # two cheap sorts beat one two-key lexsort
-    order = order[np.argsort(codes[order], kind="stable")]
-    codes, values = codes[order], values[order]
-    counts = np.bincount(codes, minlength=len(labels))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if not keep.all():
+        codes, values = codes[keep], values[keep]
+    n = len(values)
+    order = np.argsort(values)  # equal values are interchangeable: no need for a stable sort
+    row_bits = max(1, (n - 1).bit_length())
+    if max(1, (k - 1).bit_length()) + row_bits <= 63:
+        # then by code: one np.sort of (code, rank of the value) packed in an int64
+        key = np.empty(n, dtype=np.int64)
+        key[order] = np.arange(n, dtype=np.int64)
+        key |= codes << row_bits
+        key.sort()
+        key &= (1 << row_bits) - 1
+        values = values[order[key]]
+    else:
+        values = values[order[np.argsort(codes[order], kind="stable")]]
+    counts = np.bincount(codes, minlength=k)
+    starts = np.cumsum(counts) - counts
     position = (counts - 1) * q
     lower = np.floor(position).astype(np.int64)
     frac = position - lower
-    out = np.full(len(labels), np.nan)
+    out = np.full(k, np.nan)
     has = counts > 0
     low = values[starts[has] + lower[has]]
     high = values[starts[has] + np.minimum(lower[has] + 1, counts[has] - 1)]
     out[has] = low + (high - low) * frac[has]
-    return pd.Series(out, index=pd.Index(labels, name="agent"))
+    return out
+
+
+def _agent_names(frame: pd.DataFrame, coded: tuple | None) -> pd.Index:
+    """The distinct ``agent`` of ``frame`` as text (str Index), a missing one as NaN; from
+    ``coded`` (:func:`_agent_codes` of the frame) when given."""
+    if coded is not None and not (coded[0] < 0).any():
+        return coded[1].rename(None)
+    return pd.Index(frame["agent"].astype(str).unique())
+
+
+def _significance(
+    trades: pd.DataFrame,
+    codes: np.ndarray,
+    labels: pd.Index,
+    factorized: np.ndarray,
+    read: dict,
+    n_trials: int | None,
+    prob: float,
+) -> pd.DataFrame:
+    """:func:`meta_pipeline.supervisor.significance.significance_by_agent` of the trades that
+    :func:`_trade_stats` has read and checked, indexed by ``labels`` (same figures)."""
+    significance._require(trades, ("run_id", "ts", "exit_ts"))
+    if not 0.0 < prob < 1.0:
+        raise ValueError(f"prob must be in (0, 1), got {prob}")
+    k = len(labels)
+    if n_trials is None:
+        n_trials = k
+    elif n_trials < max(k, 1):
+        raise ValueError(f"n_trials={n_trials} is below the {k} agent(s) in the trades frame")
+    ts, exit_ts = significance._ns(trades["ts"]), significance._ns(trades["exit_ts"])
+    mask = significance._chain(codes, k, ts, exit_ts, trades["run_id"])
+    columns = significance._significance(
+        codes,
+        k,
+        mask,
+        read["instrument_codes"],
+        read["n_instruments"],
+        read["d"],
+        read["gross"],
+        read["net"],
+        n_trials=n_trials,
+        prob=prob,
+        agent_order=factorized,  # the variance across agents sums them as significance_by_agent does
+    )
+    columns["psr_reason"] = pd.Series(columns["psr_reason"], index=labels, dtype=object)
+    return pd.DataFrame(columns, index=labels)
 
 
 def agent_stats(
@@ -186,16 +298,23 @@ def agent_stats(
     trades, PSR / DSR / minimum track record of the timing returns, PSR of the net PnL). An agent
     with runs but no trade has ``trades`` 0 and ``pnl_sum_bps`` 0.
     """
-    agents = pd.Index(trades["agent"].astype(str).unique()).union(
-        pd.Index(runs["agent"].astype(str).unique())
-    )
+    all_trades, all_runs = trades, runs
+    coded = _agent_codes(trades["agent"]) if len(trades) else None
+    coded_runs = _agent_codes(runs["agent"]) if len(runs) else None
+    agents = _agent_names(trades, coded).union(_agent_names(runs, coded_runs))
     trades = since_filter(trades, since)
     runs = since_filter(runs, since)
     # an agent revived with nothing since keeps its row (0 trades), it does not vanish
-    table = trade_stats(trades).join(run_stats(runs), how="outer").reindex(agents.rename("agent"))
+    if trades.empty:
+        by_trades = trade_stats(trades)
+    else:
+        codes, labels, factorized = coded if trades is all_trades else _agent_codes(trades["agent"])
+        by_trades, read = _trade_stats(trades, codes, labels)
+    same_runs = runs is all_runs and not runs.empty
+    by_runs = _run_stats(runs, *coded_runs[:2]) if same_runs else run_stats(runs)
+    table = by_trades.join(by_runs, how="outer").reindex(agents.rename("agent"))
     if not trades.empty:
-        sig = significance.significance_by_agent(trades, n_trials=n_trials, prob=psr_probability)
-        sig.index = sig.index.astype(str)
+        sig = _significance(trades, codes, labels, factorized, read, n_trials, psr_probability)
         table = table.join(sig, how="left")
     else:
         for column in significance.SIGNIFICANCE_COLUMNS:
