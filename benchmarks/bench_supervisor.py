@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 HERE = Path(__file__).resolve().parent
 for path in (HERE, HERE.parent):
@@ -41,17 +43,41 @@ from meta_pipeline.supervisor.stats import agent_stats  # noqa: E402
 
 
 def synthetic_runs(trades: pd.DataFrame, seed: int = 11) -> pd.DataFrame:
+    """Telemetry of the trades: one run per trade, plus 20 % runs (of agents and at times drawn from
+    the trades) without a signal; ``agent`` and ``run_id`` categorical, as a Parquet read gives them.
+
+    Built from codes and Arrow strings: 1.2 million Python strings for the run ids would take more
+    memory than the whole supervisor does (the values are those of ``pd.Categorical`` of the text).
+    """
     rng = np.random.default_rng(seed)
     extra = len(trades) // 5
-    agents = np.concatenate(
-        [trades["agent"].astype(str).to_numpy(), rng.choice(trades["agent"].astype(str).unique(), extra)]
-    )
+    agent = trades["agent"]
+    if not isinstance(agent.dtype, pd.CategoricalDtype):
+        agent = agent.astype(str).astype("category")
+    codes = agent.cat.codes.to_numpy()
+    seen = pd.unique(codes)  # the agents in order of appearance, as ``.unique()`` gives them
+    codes = np.concatenate([codes, seen[rng.choice(len(seen), extra)]])
+    used = np.unique(codes)  # categories of the runs: the agents present, sorted by name
+    names = agent.cat.categories[used]
+    by_name = np.argsort(np.asarray(names, dtype=object))
+    code_of_used = np.empty(len(used), dtype=np.int64)
+    code_of_used[by_name] = np.arange(len(used))
+    agents = pd.Categorical.from_codes(code_of_used[np.searchsorted(used, codes)], categories=names[by_name])
     ts = np.concatenate([trades["ts"].to_numpy(), rng.choice(trades["ts"].to_numpy(), extra)])
-    n = len(agents)
+    n = len(codes)
+    run_ids = pc.binary_join_element_wise(
+        pa.scalar("r", pa.large_string()),
+        pc.cast(pa.array(np.arange(n)), pa.large_string()),
+        pa.scalar("", pa.large_string()),
+    )
+    sorted_ids = pc.array_sort_indices(run_ids)
+    run_codes = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+    run_codes[sorted_ids.to_numpy()] = np.arange(n)
+    run_categories = pd.Index(pd.array(run_ids.take(sorted_ids), dtype="str"))
     return pd.DataFrame(
         {
-            "agent": pd.Categorical(agents),
-            "run_id": pd.Categorical(np.char.add("r", np.arange(n).astype(str))),
+            "agent": agents,
+            "run_id": pd.Categorical.from_codes(run_codes, categories=run_categories),
             "ts": pd.to_datetime(ts, utc=True),
             "latency_ms": rng.lognormal(6.3, 0.4, n),
             "errors": (rng.random(n) < 0.03).astype("float64"),

@@ -92,12 +92,14 @@ class _Table:
 class _Pool:
     """JSON texts in one UTF-8 buffer: text ``e`` is ``data[offsets[e]:offsets[e + 1]]``; row ``r`` is
     text ``index[r]``, or, without an index, text ``first + stride * r`` (``stride`` 0: the same text
-    on every row). Texts no row points at (the gaps between padded texts) are allowed."""
+    on every row). Texts no row points at (the gaps between padded texts) are allowed. ``starts``:
+    the rows where the text may change, when it repeats in runs (None: it may change on every row)."""
 
-    __slots__ = ("data", "offsets", "index", "stride", "first")
+    __slots__ = ("data", "offsets", "index", "stride", "first", "starts")
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray, index=None, stride: int = 1, first: int = 0):
         self.data, self.offsets, self.index, self.stride, self.first = data, offsets, index, stride, first
+        self.starts = None
 
     def row_index(self, n: int) -> np.ndarray:
         if self.index is not None:
@@ -106,10 +108,20 @@ class _Pool:
             return np.full(n, self.first, dtype=np.int64)
         return np.arange(self.first, self.first + self.stride * n, self.stride, dtype=np.int64)[:n]
 
-    def repeat(self, run: np.ndarray) -> _Pool:
-        """Row ``r`` takes this pool's row ``run[r]``."""
-        index = self.index[run] if self.index is not None else self.first + self.stride * run
-        return _Pool(self.data, self.offsets, index)
+    def repeat(self, starts: np.ndarray, run: np.ndarray | None = None) -> _Pool:
+        """This pool's row ``j`` for every row of run ``j`` (``starts``: where runs start; ``run``:
+        the run of each row, ``cumsum(starts) - 1``)."""
+        if run is None:
+            run = np.cumsum(starts, dtype=np.int64) - 1
+        pool = _Pool(self.data, self.offsets, self.at(run))
+        pool.starts = starts
+        return pool
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """The text numbers of ``rows``."""
+        if self.index is not None:
+            return self.index[rows]
+        return self.first + self.stride * np.asarray(rows, dtype=np.int64)
 
     def with_rows(self, n: int, rows: np.ndarray, other: _Pool) -> _Pool:
         """These ``n`` rows, except ``rows[j]`` takes ``other``'s row ``j``."""
@@ -387,6 +399,9 @@ def _string_parts(array: pa.Array, missing: str) -> Parts:
         if len(escape_rows):
             inner = [_dumps(s)[1:-1] for s in array.take(pa.array(escape_rows)).to_pylist()]
             pool = pool.with_rows(n, escape_rows, _texts_pool(inner))
+        starts = _string_run_starts(array)
+        if starts is not None:  # the first row of each run for all of its rows: marks the runs
+            pool = pool.repeat(starts, np.flatnonzero(starts)[np.cumsum(starts, dtype=np.int64) - 1])
         return ['"', pool, '"']
     null = array.is_null().to_numpy(zero_copy_only=False)
     # null rows: the marker instead of the opening quote, nothing for the text and the closing quote
@@ -395,6 +410,17 @@ def _string_parts(array: pa.Array, missing: str) -> Parts:
     pool = pool.with_rows(n, rows, _texts_pool(["" if s is None else _dumps(s)[1:-1] for s in texts]))
     codes = null.astype(np.int32)
     return [_Table(['"', missing], codes), pool, _Table(['"', ""], codes)]
+
+
+def _string_run_starts(array: pa.Array) -> np.ndarray | None:
+    """As :func:`_run_starts`, for a string array without nulls."""
+    n = len(array)
+    if n < 64:
+        return None
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    starts[1:] = pc.not_equal(array.slice(1), array.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    return starts if np.count_nonzero(starts) <= 0.75 * n else None
 
 
 def _rows_needing_escape(array: pa.Array) -> np.ndarray:
@@ -443,7 +469,7 @@ def _float_pool(x: np.ndarray) -> _Pool:
         pool = _float_pool_of(x[heads])
     except _CellError as failure:
         raise _CellError(int(heads[failure.row]), failure.error) from None
-    return pool.repeat(np.cumsum(starts, dtype=np.int64) - 1)
+    return pool.repeat(starts)
 
 
 def _float_pool_of(x: np.ndarray) -> _Pool:
@@ -670,7 +696,7 @@ def _encode_times(series: pd.Series) -> Parts:
     pool = _time_pool(values if starts is None else values[starts], per_second)
     if pool is None:
         return _generic(_iso_utc(series))  # years strftime might not write as 4 digits
-    return [pool if starts is None else pool.repeat(np.cumsum(starts, dtype=np.int64) - 1)]
+    return [pool if starts is None else pool.repeat(starts)]
 
 
 def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
@@ -841,10 +867,7 @@ def _join(parts: Parts, n: int) -> bytes:
     bytes, appended to the output (and freed, so the next block reuses the memory)."""
     if all(isinstance(p, str) for p in parts):  # no fields: the same text on every row
         return "".join(parts).encode("utf-8") * n
-    pools = [
-        _constant_pool(p) if isinstance(p, str) else _table_pool(p) if isinstance(p, _Table) else p
-        for p in parts
-    ]
+    pools = [_as_pool(p) for p in _join_runs(parts, n)]
     data, offsets, bases = _concat(pools)
     binary = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
     texts = pa.Array.from_buffers(binary, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
@@ -853,6 +876,79 @@ def _join(parts: Parts, n: int) -> bytes:
     for start in range(0, n, BLOCK_ROWS):
         _join_block(texts, pools, bases, index_type, start, min(n, start + BLOCK_ROWS), out)
     return out.getvalue()
+
+
+def _as_pool(part: str | _Table | _Pool) -> _Pool:
+    if isinstance(part, str):
+        return _constant_pool(part)
+    return _table_pool(part) if isinstance(part, _Table) else part
+
+
+def _join_runs(parts: Parts, n: int) -> Parts:
+    """Neighbouring pieces that change only where a run of repeated rows starts (reconciled rows
+    repeat a signal's fields once per horizon) are joined once per run: one text per run, so the
+    row-wise gather has fewer pieces."""
+    runs = [p.starts for p in parts if isinstance(p, _Pool) and p.starts is not None]
+    if not runs:
+        return parts
+    starts = runs[0].copy()
+    for other in runs[1:]:
+        starts |= other
+    if np.count_nonzero(starts) > 0.75 * n:
+        return parts
+    inside = ~starts[1:]
+
+    def steady(part) -> bool:  # its text changes only where a run starts
+        if isinstance(part, str) or (isinstance(part, _Pool) and part.starts is not None):
+            return True
+        if isinstance(part, _Pool) and part.index is None:
+            return part.stride == 0
+        codes = part.codes if isinstance(part, _Table) else part.index
+        return not np.any((codes[1:] != codes[:-1]) & inside)
+
+    heads = run = None
+    joined: Parts = []
+    group: Parts = []
+    for part in [*parts, None]:
+        if part is not None and steady(part):
+            group.append(part)
+            continue
+        if len(group) > 1:
+            if heads is None:
+                heads = np.flatnonzero(starts)
+                run = np.cumsum(starts, dtype=np.int64) - 1
+            texts = _gather(group, heads)
+            if texts is None:
+                joined.extend(group)
+            else:
+                texts = texts.repeat(starts, run)
+                joined.append(texts)
+        else:
+            joined.extend(group)
+        group = []
+        if part is not None:
+            joined.append(part)
+    return joined
+
+
+def _gather(parts: Parts, rows: np.ndarray) -> _Pool | None:
+    """The texts of ``rows`` joined, one per row (None if that would not fit in 2 GiB)."""
+    pools = [_as_pool(p) for p in parts]
+    data, offsets, bases = _concat(pools)
+    if offsets.dtype != np.int32:
+        return None
+    index = np.empty((len(rows), len(pools)), dtype=np.int32)
+    for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
+        index[:, column] = pool.at(rows) + base if pool.stride or pool.index is not None else base + pool.first
+    texts = pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    try:
+        joined = texts.take(pa.array(index.reshape(-1)))
+    except (pa.ArrowCapacityError, pa.ArrowInvalid):
+        return None
+    _, offsets, data = joined.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
+    data = np.empty(0, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
+    return _Pool(data, bounds[:: len(pools)])
 
 
 def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_type, start: int, stop: int,

@@ -30,6 +30,7 @@ EXPECTED = {
         names.ALLOCATION_WEIGHTS,
         names.PORTFOLIO,
         names.META_REPORT,
+        names.LP_EMAIL,
     },
     "asset_checks": {
         "signal_quarantine:rejected_share_below_threshold",
@@ -37,6 +38,7 @@ EXPECTED = {
         "agent_stats:enough_matured_trades",
         "agent_stats:unpriced_share_below_limit",
         "agent_stats:telemetry_coverage",
+        "lp_email:delivered",
     },
     "jobs": {
         names.MAIN_JOB,
@@ -44,6 +46,7 @@ EXPECTED = {
         names.EXPORT_JOB,
         names.SUPERVISOR_JOB,
         names.OPERATE_KILL_SWITCH_JOB,
+        names.LP_EMAIL_JOB,
     },
     "schedules": {"refresh_every_30_minutes", "refresh_export_hourly"},
     "sensors": {"new_input_lines", "reap_dead_runs", "export_after_backfill"},
@@ -91,7 +94,12 @@ def test_every_asset_has_an_operator_description_a_group_an_owner_and_kinds(list
         text = asset["description"] or ""
         assert len(text) > 80, asset["asset_key"]
         assert "``" not in text and ":mod:" not in text and ":func:" not in text, asset["asset_key"]
-        assert asset["group_name"] in (*names.PIPELINE_GROUPS, names.EXPORTS_GROUP, names.SUPERVISOR_GROUP)
+        assert asset["group_name"] in (
+            *names.PIPELINE_GROUPS,
+            names.EXPORTS_GROUP,
+            names.SUPERVISOR_GROUP,
+            names.REPORTS_GROUP,
+        )
         assert asset["owners"] and asset["kinds"]
 
 

@@ -41,3 +41,12 @@ supervisor_job = dg.define_asset_job(
         "allocation, portfolio and the meta report, from the reconciled history as it stands."
     ),
 )
+
+lp_email_job = dg.define_asset_job(
+    names.LP_EMAIL_JOB,
+    selection=dg.AssetSelection.groups(names.REPORTS_GROUP),
+    description=(
+        "Renders and sends the LPs' daily email from the latest meta report (at most once per UTC "
+        "day; set force: true in the run config to send again)."
+    ),
+)

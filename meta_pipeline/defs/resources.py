@@ -5,6 +5,9 @@ Defaults come from the environment (``meta_pipeline/settings.py``, read once in
 inject their own values. Run-time knobs (thresholds, timeouts) are editable in the launchpad.
 """
 
+import os
+import ssl
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +15,7 @@ from filelock import FileLock
 
 from meta_pipeline import names
 from meta_pipeline.prices.fetcher import DEFAULT_MAX_CONSECUTIVE_FAILURES, PriceFetcher, build_sources
+from meta_pipeline.reports.mailer import DEFAULT_PORTS, SmtpSettings
 from meta_pipeline.settings import Settings
 from meta_pipeline.storage import Warehouse
 from meta_pipeline.supervisor.policy import SupervisorPolicy
@@ -144,6 +148,66 @@ class SupervisorSettings(dg.ConfigurableResource):
         )
 
 
+class LpMailer(dg.ConfigurableResource):
+    """The SMTP server the LP email goes through, from the environment (``SMTP_HOST``,
+    ``SMTP_PORT``, ``SMTP_SECURITY``, ``SMTP_USER``, ``SMTP_PASSWORD``, ``SMTP_CA_FILE``,
+    ``LP_EMAIL_FROM``, ``LP_EMAIL_TO``). With no host it is "not configured": the email's files are
+    written and nothing is sent. The password is bound as ``dg.EnvVar("SMTP_PASSWORD")``, so it is
+    never shown in the launchpad, the run config or the logs."""
+
+    host: str = ""
+    port: int = 0  # 0: the security mode's usual port (587, 465 or 25)
+    security: str = "starttls"
+    user: str = ""
+    password: str = ""
+    sender: str = ""
+    recipients: str = ""  # comma-separated
+    ca_file: str = ""  # a CA bundle to trust instead of the system's (a private relay)
+    timeout_seconds: float = 30.0
+    retries: int = 3
+    backoff_seconds: float = 2.0
+
+    def smtp_settings(self) -> SmtpSettings | None:
+        """The validated settings, or None when no host is set. Raises ValueError naming the field
+        that is wrong."""
+        if not self.host.strip():
+            return None
+        return SmtpSettings(
+            host=self.host.strip(),
+            port=self.port or DEFAULT_PORTS.get(self.security, 587),
+            security=self.security,
+            user=self.user or None,
+            password=self.password or None,
+            sender=self.sender,
+            recipients=tuple(r.strip() for r in self.recipients.split(",") if r.strip()),
+            timeout_seconds=self.timeout_seconds,
+            retries=self.retries,
+            backoff_seconds=self.backoff_seconds,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+
+
+def lp_mailer_from_env(environ: Mapping[str, str] | None = None) -> LpMailer:
+    """The mailer the environment describes; a bad value stops the code location from loading with
+    the variable named (:meth:`SmtpSettings.from_env` checks them all)."""
+    environ = os.environ if environ is None else environ
+    if SmtpSettings.from_env(environ) is None:
+        return LpMailer()
+    security = environ.get("SMTP_SECURITY", "").strip().lower() or "starttls"
+    return LpMailer(
+        host=environ["SMTP_HOST"].strip(),
+        port=int(environ.get("SMTP_PORT", "").strip() or 0),
+        security=security,
+        user=environ.get("SMTP_USER", "").strip(),
+        password=dg.EnvVar("SMTP_PASSWORD") if environ.get("SMTP_PASSWORD") else "",
+        sender=environ.get("LP_EMAIL_FROM", "").strip(),
+        recipients=environ.get("LP_EMAIL_TO", "").strip(),
+        ca_file=environ.get("SMTP_CA_FILE", "").strip(),
+    )
+
+
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "data_root": DataRoot(root=str(settings.root)),
@@ -156,4 +220,5 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "reconciliation_policy": ReconciliationPolicy(),
         "supervisor_settings": SupervisorSettings(),
+        "lp_mailer": lp_mailer_from_env(),
     }

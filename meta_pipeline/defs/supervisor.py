@@ -16,7 +16,7 @@ from meta_pipeline import kill_switch, names
 from meta_pipeline.defs.metadata import markdown_table
 from meta_pipeline.defs.resources import DataRoot, SupervisorSettings
 from meta_pipeline.reports import charts, meta_report, pr_comment
-from meta_pipeline.storage import atomic_write_json
+from meta_pipeline.storage import atomic_write_bytes, atomic_write_json
 from meta_pipeline.supervisor import allocation, confidence, decisions, history, portfolio, stats
 from meta_pipeline.supervisor.policy import FOCUS_HORIZON_HOURS, SupervisorPolicy
 
@@ -464,6 +464,7 @@ def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
         breakdown[breakdown["by"] == "agent"].set_index("key")["pnl_bps"] if len(breakdown) else pd.Series()
     )
     equity = charts.equity_chart_png(portfolio.equity_curve(trades))
+    atomic_write_bytes(data_root.path / names.EQUITY_CHART_FILE, equity)  # the LP email attaches it
     return dg.MaterializeResult(
         metadata={
             "trades": dg.MetadataValue.int(int(summary["trades"])),
