@@ -56,6 +56,7 @@ EXPECTED = {
         "price_sources",
         "reconciliation_policy",
         "supervisor_settings",
+        "lp_mailer",
     },
 }
 
