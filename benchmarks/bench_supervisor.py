@@ -86,6 +86,12 @@ def synthetic_runs(trades: pd.DataFrame, seed: int = 11) -> pd.DataFrame:
     )
 
 
+def portfolio_report(trades: pd.DataFrame) -> tuple:
+    """The portfolio's figures, breakdowns and equity curve, sorting the trades once."""
+    order = portfolio.time_order(trades)
+    return portfolio.portfolio_figures(trades, order=order), portfolio.equity_curve(trades, order=order)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=1_000_000)
@@ -114,10 +120,7 @@ def main() -> None:
         verdicts = timed("decisions", partial(decisions.decide, stats, policy, killed=()))
         combined = stats.join(verdicts)[["pnl_sum_bps", "hit_rate", "error_rate", "decision"]]
         timed("allocation", partial(allocation.allocation_weights, combined, state["mult"]))
-        timed(
-            "portfolio + breakdowns",
-            lambda: (portfolio.portfolio_figures(trades), portfolio.equity_curve(trades)),
-        )
+        timed("portfolio + breakdowns", lambda: portfolio_report(trades))
 
     for _ in range(args.repeat):
         run()

@@ -536,7 +536,7 @@ def _fixed_point(x: np.ndarray) -> tuple[_Pool, np.ndarray] | None:
     text.view(np.uint64)[:, 2] = low_text[low]
     start = low_start[low]
     if top >= 100_000:
-        groups = _four_digits_table()
+        groups = _four_digits_tables()[0]
         words = text.view(np.uint32)
         words[:, 3] = groups[high - high // 10_000 * 10_000]
         if top >= 100_000 * 10_000:
@@ -562,14 +562,6 @@ def _digit_count(values: np.ndarray) -> np.ndarray:
             break
         count += values >= 10**power
     return count
-
-
-@cache
-def _four_digits_table() -> np.ndarray:
-    """0..9999 → its four digits (leading zeros) as the bytes of a uint32."""
-    text = np.empty((10_000, 4), dtype=np.uint8)
-    _digits(text, 0, np.arange(10_000), 4)
-    return text.view(np.uint32).reshape(-1)
 
 
 @cache
@@ -693,22 +685,54 @@ def _encode_times(series: pd.Series) -> Parts:
         return _generic(_iso_utc(series))
     values, per_second = epoch
     starts = _run_starts(values)
-    pool = _time_pool(values if starts is None else values[starts], per_second)
+    pool = _time_texts(values if starts is None else values[starts], per_second)
     if pool is None:
         return _generic(_iso_utc(series))  # years strftime might not write as 4 digits
     return [pool if starts is None else pool.repeat(starts)]
 
 
+def _time_texts(values: np.ndarray, per_second: int) -> _Pool | None:
+    """The quoted ISO text (``null`` for NaT) of each epoch value; values on whole minutes (bar
+    times) or whole seconds are looked up in a table of every minute (second) in their range when
+    that table is smaller than the values."""
+    m = len(values)
+    if m < 64:
+        return _time_pool(values, per_second)
+    nat = values == _NAT
+    has_nat = bool(nat.any())
+    valid = values[~nat] if has_nat else values
+    if not len(valid):
+        return _time_pool(values, per_second)
+    for step in (60 * per_second, per_second) if per_second > 1 else (60,):
+        slots = valid // step
+        if not np.array_equal(slots * step, valid):
+            continue
+        low, high = int(slots.min()), int(slots.max())
+        if high - low >= m // 2:
+            break  # a finer step has a larger table still
+        table = _time_pool(np.append(np.arange(low, high + 1, dtype=np.int64) * step, _NAT), per_second)
+        if table is None:
+            return None
+        slots -= low
+        if has_nat:
+            slots = np.full(m, high - low + 1, dtype=np.int64)
+            slots[~nat] = valid // step - low
+        return _Pool(table.data, table.offsets, table.at(slots))
+    return _time_pool(values, per_second)
+
+
 def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
-    """``"YYYY-MM-DDTHH:MM:SS[.fffffffff]Z"`` (quoted) or ``null`` per epoch value, one fixed-width
-    numpy row each; ``None`` when a year is outside 1000..9999."""
+    """``"YYYY-MM-DDTHH:MM:SS[.fffffffff]Z"`` or ``null`` per epoch value, each in a fixed-width
+    numpy row written a machine word at a time from cached tables; ``None`` when a year is outside
+    1000..9999. Row bytes: 4 '"', 5-14 the date, 15 'T', 16-23 the time of day, from 24 the fraction
+    and 'Z"'."""
     m = len(values)
     nat = values == _NAT
     has_nat = bool(nat.any())
     if has_nat:
         values = np.where(nat, 0, values)
-    seconds = np.floor_divide(values, per_second)
-    days = np.floor_divide(seconds, 86_400)
+    seconds = values // per_second
+    days = seconds // 86_400
     second_of_day = (seconds - days * 86_400).astype(np.int32)
     first, last = int(days.min()), int(days.max())
     years = _civil(np.array([first, last]))[0]
@@ -720,41 +744,45 @@ def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
         if not nanos.any():
             nanos = None
 
-    width = 22 if nanos is None else 32
+    width = 32 if nanos is None else 40
     text = np.empty((m, width), dtype=np.uint8)
-    text[:, 0] = ord('"')
+    words = text.view(np.uint64)
     if last - first < 4 * m + 1024:
-        text[:, 1:11] = _date_table(first, last)[days - first]
+        head, tail = _date_words(np.arange(first, last + 1))
+        day = (days - first).astype(np.int32)
     else:
-        unique_days, inverse = np.unique(days, return_inverse=True)
-        text[:, 1:11] = _date_bytes(unique_days)[inverse]
-    text[:, 11] = ord("T")
-    text[:, 12:20] = _time_of_day_table()[second_of_day]
-    lengths = None
+        unique_days, day = np.unique(days, return_inverse=True)
+        head, tail = _date_words(unique_days)
+    words[:, 0] = head[day]
+    words[:, 1] = tail[day]
+    words[:, 2] = _time_of_day_words()[second_of_day]
     if nanos is None:
-        text[:, 20] = ord("Z")
-        text[:, 21] = ord('"')
+        text.view(np.uint16)[:, 12] = int.from_bytes(b'Z"', "little")
+        end = 26
     else:
-        # ".fffffffff" with trailing zeros stripped (no "." at all for a whole second), then 'Z"'
-        text[:, 20] = ord(".")
-        high, low = np.divmod(nanos, 1000)
-        high, middle = np.divmod(high, 1000)
-        digits, zeros = _three_digits_table()
-        text[:, 21:24] = digits[high]
-        text[:, 24:27] = digits[middle]
-        text[:, 27:30] = digits[low]
-        trailing = np.where(low > 0, zeros[low], np.where(middle > 0, 3 + zeros[middle], 6 + zeros[high]))
-        end = np.where(nanos == 0, 20, 30 - trailing)
-        flat = text.reshape(-1)
+        # ".ddd" + "dddd" + "dd" (bytes 24-27, 28-31, 32-33), trailing zeros (and a zero fraction) cut
+        high = nanos // 10**6
+        rest = nanos - high * 10**6
+        middle = rest // 100
+        low = rest - middle * 100
+        point_three, zeros_three = _point_three_digits_table()
+        four, zeros_four = _four_digits_tables()
+        two, zeros_two = _two_digits_table()
+        quarters = text.view(np.uint32)
+        quarters[:, 6] = point_three[high]
+        quarters[:, 7] = four[middle]
+        text.view(np.uint16)[:, 16] = two[low]
+        trailing = np.where(low != 0, zeros_two[low], np.where(middle != 0, 2 + zeros_four[middle], 6 + zeros_three[high]))
+        end = np.where(nanos == 0, 24, 34 - trailing)
         at = np.arange(0, width * m, width) + end
+        flat = text.reshape(-1)
         flat[at] = ord("Z")
         flat[at + 1] = ord('"')
-        lengths = end + 2
+        end += 2
     if has_nat:
-        text[nat, :4] = np.frombuffer(b"null", dtype=np.uint8)
-        lengths = np.full(m, width, dtype=np.int64) if lengths is None else lengths
-        lengths[nat] = 4
-    return _padded_pool(text, lengths)
+        text[nat, 4:8] = np.frombuffer(b"null", dtype=np.uint8)
+        end = np.where(nat, 8, end)
+    return _padded_pool(text, end, 4)
 
 
 def _epoch_values(series: pd.Series) -> tuple[np.ndarray, int] | None:
@@ -803,29 +831,56 @@ def _date_bytes(days: np.ndarray) -> np.ndarray:
     return out
 
 
-def _date_table(first: int, last: int) -> np.ndarray:
-    return _date_bytes(np.arange(first, last + 1))
+def _date_words(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes 0-15 of a row (4 spare, '"YYYY-MM-DDT') for each day, as two uint64 arrays."""
+    text = np.zeros((len(days), 16), dtype=np.uint8)
+    text[:, 4] = ord('"')
+    text[:, 5:15] = _date_bytes(days)
+    text[:, 15] = ord("T")
+    words = text.view(np.uint64)
+    return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
 
 
 @cache
-def _time_of_day_table() -> np.ndarray:
+def _time_of_day_words() -> np.ndarray:
+    """Second of the day → "HH:MM:SS" as the bytes of a uint64."""
     seconds = np.arange(86_400)
     out = np.empty((86_400, 8), dtype=np.uint8)
     _digits(out, 0, seconds // 3600, 2)
     out[:, 2] = out[:, 5] = ord(":")
     _digits(out, 3, seconds // 60 % 60, 2)
     _digits(out, 6, seconds % 60, 2)
-    return out
+    return out.view(np.uint64).reshape(-1)
+
+
+def _digit_tables(width: int, point: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """0..10**width-1 → its digits with leading zeros (after a "." if ``point``) as the bytes of an
+    unsigned int, and how many of those digits are trailing zeros (all of them for 0)."""
+    values = np.arange(10**width)
+    size = width + point
+    text = np.empty((10**width, size), dtype=np.uint8)
+    if point:
+        text[:, 0] = ord(".")
+    _digits(text, int(point), values, width)
+    zeros = np.zeros(10**width, dtype=np.int8)
+    for k in range(1, width + 1):
+        zeros += values % 10**k == 0
+    return text.view(f"<u{size}").reshape(-1), zeros
 
 
 @cache
-def _three_digits_table() -> tuple[np.ndarray, np.ndarray]:
-    """0..999 → three digits, and how many of them are trailing zeros (3 for 0)."""
-    values = np.arange(1000)
-    digits = np.empty((1000, 3), dtype=np.uint8)
-    _digits(digits, 0, values, 3)
-    zeros = (values % 10 == 0).astype(np.int64) + (values % 100 == 0) + (values == 0)
-    return digits, zeros
+def _point_three_digits_table() -> tuple[np.ndarray, np.ndarray]:
+    return _digit_tables(3, point=True)
+
+
+@cache
+def _four_digits_tables() -> tuple[np.ndarray, np.ndarray]:
+    return _digit_tables(4)
+
+
+@cache
+def _two_digits_table() -> tuple[np.ndarray, np.ndarray]:
+    return _digit_tables(2)
 
 
 # ------------------------------------------------------------------------------------------- join
@@ -864,18 +919,71 @@ def _simplify(parts: Parts) -> Parts:
 def _join(parts: Parts, n: int) -> bytes:
     """Every row's pieces one after the other: all texts in one Arrow binary array, gathered a block
     of rows at a time with the text numbers in row-major order — the gathered block is the block's
-    bytes, appended to the output (and freed, so the next block reuses the memory)."""
+    bytes, copied into the output (and freed, so the next block reuses the memory)."""
     if all(isinstance(p, str) for p in parts):  # no fields: the same text on every row
         return "".join(parts).encode("utf-8") * n
     pools = [_as_pool(p) for p in _join_runs(parts, n)]
+    size = sum(_size(pool, n) for pool in pools)
     data, offsets, bases = _concat(pools)
     binary = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
     texts = pa.Array.from_buffers(binary, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     index_type = np.int32 if len(offsets) <= _INT32_MAX else np.int64
-    out = io.BytesIO()
-    for start in range(0, n, BLOCK_ROWS):
-        _join_block(texts, pools, bases, index_type, start, min(n, start + BLOCK_ROWS), out)
+    # the output is written in place: bytes(size) is calloc'ed, so its pages are untouched until a
+    # block is copied in, and the BytesIO owning it alone hands out a writable view and then the
+    # same bytes object (a copy, in an implementation that does otherwise: slower, still right)
+    out = io.BytesIO(bytes(size))
+    with out.getbuffer() as view:
+        target = np.frombuffer(view, dtype=np.uint8)
+        _advise_huge_pages(target)
+        at = 0
+        for start in range(0, n, BLOCK_ROWS):
+            at = _join_block(texts, pools, bases, index_type, start, min(n, start + BLOCK_ROWS), target, at)
+        del target
+    if at != size:
+        raise AssertionError("the joined rows are not the size of their pieces")
     return out.getvalue()
+
+
+def _size(pool: _Pool, n: int) -> int:
+    """Bytes of the texts of ``n`` rows."""
+    lengths = np.diff(pool.offsets)
+    if pool.index is not None:
+        return int(lengths[pool.index].sum())
+    if pool.stride == 0:
+        return int(lengths[pool.first]) * n
+    return int(lengths[pool.first : pool.first + pool.stride * n : pool.stride].sum())
+
+
+def _advise_huge_pages(buffer: np.ndarray) -> None:
+    """Ask Linux to back ``buffer`` with transparent huge pages, as numpy does for its own large
+    arrays: the output is written once, and taking a page fault every 4 KiB is the largest part of
+    that. Only advice: nothing happens where it is not available."""
+    madvise = _madvise()
+    if madvise is None or buffer.nbytes < _HUGE_PAGE:
+        return
+    address = buffer.ctypes.data
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    stop = (address + buffer.nbytes) // _HUGE_PAGE * _HUGE_PAGE
+    if stop > start:
+        madvise(start, stop - start)
+
+
+_HUGE_PAGE = 2 << 20
+
+
+@cache
+def _madvise():
+    try:
+        import ctypes
+        import mmap
+
+        advice = mmap.MADV_HUGEPAGE
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (ImportError, AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return lambda start, length: function(start, length, advice)
 
 
 def _as_pool(part: str | _Table | _Pool) -> _Pool:
@@ -952,7 +1060,8 @@ def _gather(parts: Parts, rows: np.ndarray) -> _Pool | None:
 
 
 def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_type, start: int, stop: int,
-                out: io.BytesIO) -> None:  # fmt: skip
+                target: np.ndarray, at: int) -> int:  # fmt: skip
+    """Rows ``start:stop`` into ``target`` from byte ``at``; returns where they end."""
     index = np.empty((stop - start, len(pools)), dtype=index_type)
     for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
         pool.fill(start, stop, base, index[:, column])
@@ -962,12 +1071,12 @@ def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_typ
         if stop - start < 2:
             raise
         middle = (start + stop) // 2
-        _join_block(texts, pools, bases, index_type, start, middle, out)
-        _join_block(texts, pools, bases, index_type, middle, stop, out)
-        return
+        at = _join_block(texts, pools, bases, index_type, start, middle, target, at)
+        return _join_block(texts, pools, bases, index_type, middle, stop, target, at)
     _, offsets, data = joined.buffers()
     width = np.int64 if joined.type == pa.large_binary() else np.int32
     bounds = np.frombuffer(offsets, dtype=width)[joined.offset : joined.offset + len(joined) + 1]
-    if data is not None:
-        with memoryview(data) as view:
-            out.write(view[int(bounds[0]) : int(bounds[-1])])
+    size = int(bounds[-1] - bounds[0])
+    if size:
+        target[at : at + size] = np.frombuffer(data, dtype=np.uint8)[int(bounds[0]) : int(bounds[-1])]
+    return at + size

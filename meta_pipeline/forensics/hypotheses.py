@@ -91,6 +91,7 @@ __all__ = [
     "evaluate_hypotheses",
     "fisher_greater",
     "fleet_correction",
+    "group_order",
     "group_quantile",
     "join_telemetry",
     "mann_whitney_greater",
@@ -134,35 +135,28 @@ _NS_PER_MINUTE = 60 * 10**9
 
 
 # ------------------------------------------------------------------------------------------ inputs
+def _label_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (int64, −1 for a missing value) and the distinct labels they index, as text,
+    sorted. Only the distinct values are turned into text (a categorical or pyarrow column is
+    factorized without hashing Python strings); values that print alike are one label."""
+    raw, uniques = pd.factorize(values)
+    text = np.asarray([str(u) for u in np.asarray(uniques, dtype=object)], dtype=object)
+    labels, remap = np.unique(text, return_inverse=True) if len(text) else (text, np.zeros(0, np.int64))
+    codes = np.where(raw >= 0, remap.astype(np.int64)[np.maximum(raw, 0)] if len(remap) else -1, -1)
+    return codes.astype(np.int64, copy=False), labels
+
+
 def agent_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer codes (int64, aligned with ``values``) and the agent names they index, sorted as text.
-
-    A categorical column is recoded from its categories (no hashing of millions of strings).
 
     Raises
     ------
     ValueError on a missing agent.
     """
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        raw = values.cat.codes.to_numpy().astype(np.int64)
-        if len(raw) and raw.min() < 0:
-            raise ValueError("column 'agent' has missing values")
-        used = np.flatnonzero(np.bincount(raw, minlength=len(values.cat.categories)))
-        labels = np.asarray(values.cat.categories.astype(str), dtype=object)[used]
-        if len(set(labels)) == len(labels):
-            order = np.argsort(labels.astype(str), kind="stable")
-            new_code = np.empty(len(values.cat.categories), dtype=np.int64)
-            new_code[used[order]] = np.arange(len(used))
-            return new_code[raw], pd.Index(labels[order], dtype=object, name="agent")
-        values = values.astype(str)  # two categories that print alike are one agent
-    codes, uniques = pd.factorize(values.astype(str) if values.dtype != object else values, sort=True)
+    codes, labels = _label_codes(values)
     if len(codes) and codes.min() < 0:
         raise ValueError("column 'agent' has missing values")
-    labels = pd.Index(np.asarray(uniques, dtype=object).astype(str), dtype=object, name="agent")
-    if not labels.is_unique:  # e.g. 1 and "1" in an object column
-        codes, labels = pd.factorize(labels.to_numpy()[codes], sort=True)
-        labels = pd.Index(np.asarray(labels, dtype=object), dtype=object, name="agent")
-    return codes.astype(np.int64, copy=False), labels
+    return codes, pd.Index(labels, dtype=object, name="agent")
 
 
 def _column(trades: pd.DataFrame, name: str) -> np.ndarray:
@@ -257,10 +251,10 @@ def entry_volatility(
       ln(close_k / close_{k−1}) of the bars that **closed by the entry**: the 60 bars opening in
       [m − 60 min, m − 1 min], m = ``ts`` floored to the minute. A return needs the bar of the minute
       before (a gap breaks it). NaN when fewer than ``min_returns`` returns are available.
-    * ``vol_30d_median``: the median, over the whole hours H of the trailing ``baseline_days`` days
-      (the hours H with m_H − 30 days < H ≤ the last whole hour at or before ``ts``), of the same 1-hour
-      figure computed on the bars opening in [H − 60 min, H − 1 min]; hours without a figure are
-      skipped. NaN when fewer than ``min_hours`` hours have one.
+    * ``vol_30d_median``: the median, over the whole hours H of the trailing ``baseline_days`` (30)
+      days — H_e − 30 days < H ≤ H_e, H_e = ``ts`` floored to the hour — of the same 1-hour figure
+      computed on the bars opening in [H − 60 min, H − 1 min]; hours without a figure are skipped.
+      NaN when fewer than ``min_hours`` (168, one week) hours have one.
 
     Both are per-minute log-return volatilities (dimensionless); only their ratio is used. Nothing after
     the entry is read. Vectorized: each instrument's bars are laid on a dense minute grid and windows
@@ -290,7 +284,9 @@ def entry_volatility(
     out_1h = np.full(len(trades), np.nan)
     out_base = np.full(len(trades), np.nan)
     if len(bars) and len(trades):
-        minute = pd.DatetimeIndex(bars["open_time"]).as_unit("ns").asi8 // _NS_PER_MINUTE
+        open_time = pd.DatetimeIndex(bars["open_time"])
+        minute = open_time.as_unit("ns").asi8 // _NS_PER_MINUTE
+        bar_valid = ~open_time.isna()
         close = pd.to_numeric(bars["close"], errors="coerce").to_numpy(dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             log_close = np.where(close > 0, np.log(close), np.nan)
@@ -309,7 +305,11 @@ def entry_volatility(
             rows = rows[entry_valid[rows]]
             if rows.size == 0:
                 continue
-            mine = codes == s
+            # only the bars the windows can reach: a stray old bar must not stretch the minute grid
+            first_needed = entry_minute[rows].min() - 60 * (24 * baseline_days + 1) - 1
+            mine = (codes == s) & bar_valid & (minute >= first_needed) & (minute < entry_minute[rows].max())
+            if not mine.any():
+                continue
             vol_1h, base = _instrument_volatility(
                 minute[mine],
                 log_close[mine],
@@ -416,12 +416,13 @@ def mann_whitney_greater(codes: np.ndarray, values: np.ndarray, left: np.ndarray
     Returns
     -------
     dict of float arrays, shape (n_groups,): ``n_left``, ``n_right``, ``u`` (U₁), ``effect``
-    (rank-biserial 2U₁/(n₁n₂) − 1), ``p`` (NaN when a side is empty; 1 when every value ties).
+    (rank-biserial 2U₁/(n₁n₂) − 1), ``p`` (NaN when a side is empty; 1 when every value ties),
+    ``median_left``, ``median_right`` (NaN for an empty side).
     """
     codes = np.asarray(codes, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
     left = np.asarray(left, dtype=bool)
-    order = _group_order(codes, values, n_groups)
+    order = group_order(codes, values, n_groups)
     c, v, lf = codes[order], values[order], left[order]
     counts = np.bincount(c, minlength=n_groups)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -445,7 +446,16 @@ def mann_whitney_greater(codes: np.ndarray, values: np.ndarray, left: np.ndarray
         effect = 2.0 * u1 / (n1 * n2) - 1.0
     p = norm.sf(z)
     p[(n1 == 0) | (n2 == 0)] = np.nan
-    return {"n_left": n1, "n_right": n2, "u": u1, "effect": effect, "p": np.clip(p, 0.0, 1.0)}
+    return {
+        "n_left": n1,
+        "n_right": n2,
+        "u": u1,
+        "effect": effect,
+        "p": np.clip(p, 0.0, 1.0),
+        # each side's values stay sorted by (group, value) when picked out of the pooled order
+        "median_left": _sorted_quantile(c[lf], v[lf], n_groups, 0.5),
+        "median_right": _sorted_quantile(c[~lf], v[~lf], n_groups, 0.5),
+    }
 
 
 def fleet_correction(p_values, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +487,7 @@ def fleet_correction(p_values, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _group_order(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+def group_order(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Positions that sort by (group, value): a quicksort of the values, then a stable sort of the
     groups — numpy's radix sort when the codes fit 16 bits (three times faster than a lexsort)."""
     order = np.argsort(values)
@@ -489,9 +499,25 @@ def _group_order(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.nda
 
 def group_quantile(codes: np.ndarray, values: np.ndarray, n_groups: int, q: float) -> np.ndarray:
     """Per-group q-quantile of finite ``values`` (linear interpolation, numpy's default); NaN for an
-    empty group. One lexsort for every group."""
-    order = _group_order(codes, values, n_groups)
-    c, v = codes[order], values[order]
+    empty group. One sort for every group.
+
+    Parameters
+    ----------
+    codes : int array, shape (n,), group of each value in [0, n_groups).
+    values : float array, shape (n,), finite.
+    n_groups : number of groups.
+    q : quantile in [0, 1].
+
+    Returns
+    -------
+    float array, shape (n_groups,).
+    """
+    order = group_order(codes, values, n_groups)
+    return _sorted_quantile(codes[order], values[order], n_groups, q)
+
+
+def _sorted_quantile(c: np.ndarray, v: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+    """:func:`group_quantile` of values already sorted by (group, value)."""
     counts = np.bincount(c, minlength=n_groups)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     position = (counts - 1) * q
@@ -550,7 +576,7 @@ def _regime(codes, n_agents, trades, rows, loss, need, unit):
     if not labelled.any():
         out["effect"] = effect
         return out
-    r_codes, r_labels = pd.factorize(regime[labelled].astype(str).to_numpy(dtype=object), sort=True)
+    r_codes, r_labels = _label_codes(regime[labelled])
     n_reg = len(r_labels)
     cell = codes[labelled] * n_reg + r_codes
     n_ar = np.bincount(cell, minlength=n_agents * n_reg).reshape(n_agents, n_reg)
@@ -660,16 +686,14 @@ def _mann_whitney_hypothesis(codes, n_agents, values, loss, need):
     n_l = result["n_left"].astype(np.int64)
     n_r = result["n_right"].astype(np.int64)
     enough = (n_l >= need) & (n_r >= need)
-    side = codes[ok] * 2 + loss[ok]
-    medians = group_quantile(side, values[ok], 2 * n_agents, 0.5).reshape(n_agents, 2)
     return {
         "enough": enough,
         "p_value": np.where(enough, result["p"], np.nan),
         "effect_size": np.where(enough, result["effect"], np.nan),
         "n_left": n_l,
         "n_right": n_r,
-        "median_left": medians[:, 1],
-        "median_right": medians[:, 0],
+        "median_left": result["median_left"],
+        "median_right": result["median_right"],
     }
 
 

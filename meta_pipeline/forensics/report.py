@@ -43,6 +43,7 @@ from meta_pipeline.forensics.hypotheses import (
     TESTS,
     agent_codes,
     evaluate_hypotheses,
+    group_order,
     group_quantile,
     join_telemetry,
 )
@@ -134,20 +135,24 @@ def _by_agent(joined: pd.DataFrame, codes: np.ndarray, agents: pd.Index, chain: 
             lc[readable], weights=errors[readable] > 0, minlength=n_agents
         ) / np.bincount(lc[readable], minlength=n_agents)
 
-    # the EXAMPLE_RUNS worst losing trades of each agent, worst first (ties: earlier entry first)
+    # The EXAMPLE_RUNS worst losing trades of each agent, worst first, ties by entry time then row:
+    # one (agent, net) sort finds each agent's cut-off, and only the rows within it are fully ordered.
     rows = np.flatnonzero(loss)
-    ts_ns = pd.DatetimeIndex(joined["ts"]).as_unit("ns").asi8[rows]
-    order = rows[np.lexsort((ts_ns, net[rows], codes[rows]))]
-    ordered_codes = codes[order]
-    starts = np.searchsorted(ordered_codes, np.arange(n_agents))
-    rank = np.arange(len(order)) - starts[ordered_codes]
-    pick = order[rank < EXAMPLE_RUNS]
+    by_net = rows[group_order(codes[rows], net[rows], n_agents)]
+    starts = np.concatenate([[0], np.cumsum(loss_count)[:-1]]).astype(np.int64)
+    has = loss_count > 0
+    cut = np.full(n_agents, -np.inf)
+    cut[has] = net[by_net[starts[has] + np.minimum(EXAMPLE_RUNS, loss_count[has]) - 1]]
+    pick = rows[net[rows] <= cut[codes[rows]]]
+    ts_ns = pd.DatetimeIndex(joined["ts"].iloc[pick]).as_unit("ns").asi8
+    pick = pick[np.lexsort((pick, ts_ns, net[pick], codes[pick]))]
+    first = np.searchsorted(codes[pick], np.arange(n_agents))
+    pick = pick[np.arange(len(pick)) - first[codes[pick]] < EXAMPLE_RUNS]
     examples: list[list[str]] = [[] for _ in range(n_agents)]
-    run_ids = joined["run_id"].to_numpy(dtype=object)[pick]
-    for code, run_id in zip(codes[pick].tolist(), run_ids.tolist(), strict=True):
-        text = str(run_id)
-        if text not in examples[code]:
-            examples[code].append(text)
+    run_ids = joined["run_id"].iloc[pick].astype(str).tolist()
+    for code, run_id in zip(codes[pick].tolist(), run_ids, strict=True):
+        if run_id not in examples[code]:
+            examples[code].append(run_id)
 
     chain = np.bincount(codes[chain], minlength=n_agents)
     table = pd.DataFrame(

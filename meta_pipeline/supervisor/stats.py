@@ -121,15 +121,17 @@ def _trade_stats(trades: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> t
     columns it read and checked (arrays aligned with the rows), for the significance."""
     net = trades["net_bps"].to_numpy(dtype="float64")
     k = len(labels)
-    # per agent in row order, as pandas sums (compensated) and takes the variance (Welford)
+    # per agent in row order, as pandas sums (compensated; its mean is that sum ÷ count) and takes
+    # the variance (Welford)
     grouped = pd.Series(net).groupby(_grouper(codes, k), observed=False, sort=True)
     count = np.bincount(codes, minlength=k)
+    pnl = grouped.sum().to_numpy()
     table = pd.DataFrame(
         {
             "trades": count.astype(np.int64),
-            "pnl_sum_bps": grouped.sum().to_numpy(),
+            "pnl_sum_bps": pnl,
             "hit_rate": np.bincount(codes, weights=net > 0, minlength=k) / count,
-            "mean_bps": grouped.mean().to_numpy(),
+            "mean_bps": pnl / count,
             "std_bps": grouped.std(ddof=1).to_numpy(),
             "worst_trade_bps": grouped.min().to_numpy(),
         },
@@ -183,20 +185,24 @@ def _run_stats(runs: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> pd.Da
     count = np.bincount(codes, minlength=k)
     readable = np.bincount(codes, weights=~np.isnan(errors), minlength=k)
     failed = np.bincount(codes, weights=errors > 0, minlength=k).astype(np.int64)
-    # mean and sum as pandas computes them (compensated, NaN skipped)
-    grouped = pd.DataFrame({"latency": latency, "cost": cost}).groupby(
-        _grouper(codes, k), observed=False, sort=True
+    # sums as pandas computes them (compensated, NaN skipped; 0 when nothing is summed), and the
+    # mean as pandas' groupby mean is: that sum ÷ the count of values
+    sums = (
+        pd.DataFrame({"latency": latency, "cost": cost})
+        .groupby(_grouper(codes, k), observed=False, sort=True)
+        .sum()
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         error_rate = failed / np.where(readable > 0, readable, np.nan)
+        avg_latency = sums["latency"].to_numpy() / np.bincount(codes, weights=~np.isnan(latency), minlength=k)
     return pd.DataFrame(
         {
             "runs": count.astype(np.int64),
             "error_runs": failed,
             "error_rate": error_rate,
-            "avg_latency_ms": grouped["latency"].mean().to_numpy(),
+            "avg_latency_ms": avg_latency,
             "p95_latency_ms": _quantile_by_code(codes, k, latency, 0.95),
-            "cost_usd": grouped["cost"].sum(min_count=1).fillna(0.0).to_numpy(),
+            "cost_usd": sums["cost"].to_numpy(),
         },
         index=labels,
     )
