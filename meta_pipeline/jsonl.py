@@ -152,7 +152,9 @@ def _concat(pools: list[_Pool]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     at = element = 0
     for pool in pools:
         data[at : at + len(pool.data)] = pool.data
-        np.add(pool.offsets, np.int64(at), out=offsets[element : element + len(pool.offsets)], casting="unsafe")
+        np.add(
+            pool.offsets, np.int64(at), out=offsets[element : element + len(pool.offsets)], casting="unsafe"
+        )
         bases.append(element)
         at += len(pool.data)
         element += len(pool.offsets)
@@ -772,7 +774,9 @@ def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
         quarters[:, 6] = point_three[high]
         quarters[:, 7] = four[middle]
         text.view(np.uint16)[:, 16] = two[low]
-        trailing = np.where(low != 0, zeros_two[low], np.where(middle != 0, 2 + zeros_four[middle], 6 + zeros_three[high]))
+        trailing = np.where(
+            low != 0, zeros_two[low], np.where(middle != 0, 2 + zeros_four[middle], 6 + zeros_three[high])
+        )
         end = np.where(nanos == 0, 24, 34 - trailing)
         at = np.arange(0, width * m, width) + end
         flat = text.reshape(-1)
@@ -1047,8 +1051,12 @@ def _gather(parts: Parts, rows: np.ndarray) -> _Pool | None:
         return None
     index = np.empty((len(rows), len(pools)), dtype=np.int32)
     for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
-        index[:, column] = pool.at(rows) + base if pool.stride or pool.index is not None else base + pool.first
-    texts = pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        index[:, column] = (
+            pool.at(rows) + base if pool.stride or pool.index is not None else base + pool.first
+        )
+    texts = pa.Array.from_buffers(
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     try:
         joined = texts.take(pa.array(index.reshape(-1)))
     except (pa.ArrowCapacityError, pa.ArrowInvalid):

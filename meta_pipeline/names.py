@@ -19,6 +19,7 @@ KILL_LOG_FILE = "meta_supervisor/state/kill_log.jsonl"
 META_REPORT_FILE = "meta_supervisor/reports/meta_report.json"
 PR_COMMENT_FILE = "meta_supervisor/reports/pr_comment.md"
 EQUITY_CHART_FILE = "meta_supervisor/reports/equity_curve.png"
+FORENSICS_FILE = "meta_supervisor/research/failure_forensics.json"
 
 # assets (also their warehouse folder names)
 SIGNALS = "signals"
@@ -35,6 +36,7 @@ ALLOCATION_WEIGHTS = "allocation_weights"
 PORTFOLIO = "portfolio"
 META_REPORT = "meta_report"
 LP_EMAIL = "lp_email"
+FAILURE_FORENSICS = "failure_forensics"
 
 # asset groups: jobs and schedules select by group, so new groups never join them by accident
 INGESTION_GROUP = "ingestion"
@@ -43,6 +45,7 @@ RECONCILIATION_GROUP = "reconciliation"
 PIPELINE_GROUPS = (INGESTION_GROUP, PRICES_GROUP, RECONCILIATION_GROUP)
 EXPORTS_GROUP = "exports"  # refreshed on their own cadence, outside the 30-minute tick
 SUPERVISOR_GROUP = "supervisor"  # unpartitioned current views, updated after new reconciled data
+RESEARCH_GROUP = "research"  # failure forensics, on its own daily cadence
 REPORTS_GROUP = "reports"  # what goes to people on a daily cadence (the LP email), never in the tick
 
 MAIN_JOB = "meta_pipeline_job"
@@ -51,6 +54,7 @@ EXPORT_JOB = "refresh_reconciled_export"
 SUPERVISOR_JOB = "run_supervisor"
 OPERATE_KILL_SWITCH_JOB = "operate_kill_switch"
 LP_EMAIL_JOB = "send_lp_email"
+FORENSICS_JOB = "run_failure_forensics"
 
 # Dagster's run tags for a run over a range of partitions (one run per range)
 RANGE_START_TAG = "dagster/asset_partition_range_start"

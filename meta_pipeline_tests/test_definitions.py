@@ -31,6 +31,7 @@ EXPECTED = {
         names.PORTFOLIO,
         names.META_REPORT,
         names.LP_EMAIL,
+        names.FAILURE_FORENSICS,
     },
     "asset_checks": {
         "signal_quarantine:rejected_share_below_threshold",
@@ -47,6 +48,7 @@ EXPECTED = {
         names.SUPERVISOR_JOB,
         names.OPERATE_KILL_SWITCH_JOB,
         names.LP_EMAIL_JOB,
+        names.FORENSICS_JOB,
     },
     "schedules": {"refresh_every_30_minutes", "refresh_export_hourly"},
     "sensors": {"new_input_lines", "reap_dead_runs", "export_after_backfill"},

@@ -50,3 +50,9 @@ lp_email_job = dg.define_asset_job(
         "day; set force: true in the run config to send again)."
     ),
 )
+
+forensics_job = dg.define_asset_job(
+    names.FORENSICS_JOB,
+    selection=dg.AssetSelection.groups(names.RESEARCH_GROUP),
+    description="Failure forensics over the reconciled history: worst trades, per-agent tested hypotheses.",
+)

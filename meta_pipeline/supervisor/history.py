@@ -34,7 +34,7 @@ TRADE_COLUMNS = [
     "regime",
     "confidence",
 ]
-RUN_COLUMNS = ["agent", "run_id", "ts", "latency_ms", "errors", "cost_usd"]
+RUN_COLUMNS = ["agent", "run_id", "ts", "latency_ms", "errors", "cost_usd", "tokens_in", "tokens_out"]
 
 _RECONCILED_READ = [
     "ts",
@@ -117,6 +117,24 @@ def matured_trades(
     )
 
 
+def price_bars(warehouse: Warehouse, days: Iterable[str] | None = None) -> pd.DataFrame:
+    """The stored 1-minute bars (all days when ``days`` is None): ``instrument``, ``open_time``
+    (UTC), ``close``."""
+    table = _read(_paths(warehouse, names.PRICE_BARS, days), ["instrument", "open_time", "close"])
+    if table is None or table.num_rows == 0:
+        return pd.DataFrame(
+            {
+                "instrument": pd.Series(dtype=object),
+                "open_time": pd.Series(dtype="datetime64[ns, UTC]"),
+                "close": pd.Series(dtype="float64"),
+            }
+        )
+    frame = table.to_pandas()
+    frame["open_time"] = _utc(frame["open_time"])
+    frame["instrument"] = frame["instrument"].astype(str)
+    return frame.drop_duplicates(["instrument", "open_time"], keep="last").reset_index(drop=True)
+
+
 def empty_trades() -> pd.DataFrame:
     """A trades frame with no rows and the right dtypes."""
     return pd.DataFrame(
@@ -137,7 +155,8 @@ def empty_trades() -> pd.DataFrame:
 
 def telemetry_runs(warehouse: Warehouse, days: Iterable[str] | None = None) -> pd.DataFrame:
     """Every stored telemetry run (all when ``days`` is None): ``agent``, ``run_id``, ``ts`` (UTC),
-    ``latency_ms``, ``errors`` (NaN when unreadable or absent), ``cost_usd``. A run id stored twice
+    ``latency_ms``, ``errors`` (NaN when unreadable or absent), ``cost_usd``, ``tokens_in``,
+    ``tokens_out``. A run id stored twice
     (a line repeated across days) counts once: the first by ``ts``."""
     table = _read(_paths(warehouse, names.TELEMETRY, days), RUN_COLUMNS)
     if table is None or table.num_rows == 0:
@@ -146,14 +165,14 @@ def telemetry_runs(warehouse: Warehouse, days: Iterable[str] | None = None) -> p
                 "agent": pd.Series(dtype=object),
                 "run_id": pd.Series(dtype=object),
                 "ts": pd.Series(dtype="datetime64[ns, UTC]"),
-                **{c: pd.Series(dtype="float64") for c in ("latency_ms", "errors", "cost_usd")},
+                **{c: pd.Series(dtype="float64") for c in RUN_COLUMNS[3:]},
             }
         )
     frame = table.to_pandas()
     frame["ts"] = _utc(frame["ts"])
     frame["agent"] = frame["agent"].astype(str)
     frame["run_id"] = frame["run_id"].astype(str)
-    for column in ("latency_ms", "errors", "cost_usd"):
+    for column in RUN_COLUMNS[3:]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame = frame.sort_values(["ts", "run_id"], kind="stable").drop_duplicates("run_id", keep="first")
     return frame.reset_index(drop=True)

@@ -507,19 +507,18 @@ def _breakdown_sorted(x: np.ndarray, g: np.ndarray, labels: pd.Index, by: str) -
     count = np.bincount(g, minlength=k)
     pnl = np.bincount(g, weights=x, minlength=k)  # summed in time order within each group
     hits = np.bincount(g, weights=(x > 0.0).astype(np.float64), minlength=k)
-    # within each group, in time order: running sum, running peak floored at the flat start 0.
-    # A categorical grouper on the codes spares pandas a hash of the 1e6 codes per call.
     deepest = _group_max_drawdown(x, g, k)
-    table = pd.DataFrame(
-        {
-            "trades": count.astype(np.int64),
-            "pnl_bps": pnl,
-            "hit_rate": hits / count,
-            "max_drawdown_bps": deepest,
-            "mean_bps": pnl / count,
-        },
-        index=pd.Index(labels, name=by),
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 for a label without trades, dropped
+        table = pd.DataFrame(
+            {
+                "trades": count.astype(np.int64),
+                "pnl_bps": pnl,
+                "hit_rate": hits / count,
+                "max_drawdown_bps": deepest,
+                "mean_bps": pnl / count,
+            },
+            index=pd.Index(labels, name=by),
+        )
     return table[count > 0].sort_index()
 
 
