@@ -102,6 +102,7 @@ def test_every_asset_has_an_operator_description_a_group_an_owner_and_kinds(list
             names.EXPORTS_GROUP,
             names.SUPERVISOR_GROUP,
             names.REPORTS_GROUP,
+            names.RESEARCH_GROUP,
         )
         assert asset["owners"] and asset["kinds"]
 

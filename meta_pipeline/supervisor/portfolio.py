@@ -122,10 +122,35 @@ def _dense_text_rank(values: pd.Series) -> np.ndarray:
         n < 2 or pc.all(pc.less(text.slice(0, n - 1), text.slice(1))).as_py()
     ):  # already strictly increasing, as sorted categories are: nothing to sort
         return np.arange(n, dtype=np.int64)
+    if _few_distinct(values):  # rank the distinct values only
+        codes, uniques = pd.factorize(values)
+        rank_of_code = np.append(_dense_text_rank(pd.Series(uniques)), -1)  # code −1 (missing) → −1
+        return rank_of_code[codes]
     rank = pc.rank(text, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64) - 1
     if text.null_count:
         rank[text.is_null().to_numpy(zero_copy_only=False)] = -1
     return rank
+
+
+def _few_distinct(values: pd.Series) -> bool:
+    """Whether ``values`` (not categorical) likely hold few distinct values, judged on a sample of
+    about a thousand: then hashing them and sorting the distinct ones beats sorting them all."""
+    n = len(values)
+    if n < 4096 or isinstance(values.dtype, pd.CategoricalDtype):
+        return False
+    sample = values.iloc[:: n // 1024]
+    return 4 * sample.nunique(dropna=False) <= len(sample)
+
+
+def _text_sort_key(series: pd.Series, rows: np.ndarray) -> np.ndarray | pa.Array | pa.ChunkedArray:
+    """The text of ``series`` at ``rows`` as a sort key: int64 ranks as :func:`_text_key` gives them
+    when they are cheap (a categorical, few distinct values), else the Arrow strings themselves
+    (missing → null), for Arrow to compare only where the keys before them tie."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return _text_key(series, rows)
+    values = series.iloc[rows]
+    text = None if _few_distinct(values) else _arrow_text(values)
+    return _dense_text_rank(values) if text is None else text
 
 
 def _text_key(series: pd.Series, rows: np.ndarray | None = None) -> np.ndarray:
@@ -300,10 +325,16 @@ def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
 def _order_by_text(
     trades: pd.DataFrame, rows: np.ndarray, group: np.ndarray, group_bits: int, row_bits: int
 ) -> np.ndarray:
-    """``rows`` (positions, int64) sorted by (``group``, the text keys, position); ``group``: int64
-    ≥ 0 aligned with ``rows``, < 2**group_bits. One ``np.sort`` of a packed int64 when the widths fit
-    in 63 bits, else a ``lexsort``."""
-    ranks = [rank + 1 for rank in _text_ranks(trades, rows)]  # missing → 0, first
+    """``rows`` (positions, int64, increasing within a group) sorted by (``group``, the text keys,
+    position); ``group``: int64 ≥ 0 aligned with ``rows``, < 2**group_bits. One ``np.sort`` of a
+    packed int64 when the text keys are int ranks whose widths fit in 63 bits, else a ``lexsort``;
+    Arrow's stable sort when a key is text with many distinct values (ranking them all would sort
+    every string, Arrow compares them only within a group)."""
+    keys = [_text_sort_key(trades[column], rows) for column in _text_columns(trades)]
+    if not all(isinstance(key, np.ndarray) for key in keys):
+        columns = {"group": pa.array(group), **{f"key{i}": pa.array(key) for i, key in enumerate(keys)}}
+        return rows[_arrow_sort(pa.table(columns))]
+    ranks = [key + 1 for key in keys]  # missing → 0, first
     widths = [_bits(rank.max()) if len(rank) else 0 for rank in ranks]
     if group_bits + sum(widths) + row_bits > 63:
         group, group_bits = _dense(group)
@@ -393,7 +424,12 @@ def _arrow_order(trades: pd.DataFrame, exit_ns: np.ndarray, ts_ns: np.ndarray) -
                 if text is None or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
                     text = pa.array(series.astype(str).where(series.notna(), None), type=pa.string())
                 columns[column] = text
-    table = pa.table(columns)
+    return _arrow_sort(pa.table(columns))
+
+
+def _arrow_sort(table: pa.Table) -> np.ndarray:
+    """Positions of a stable sort of ``table`` by all its columns, ascending, nulls first (strings
+    compare as UTF-8 bytes, i.e. by code point, as Python's str does)."""
     try:  # pyarrow ≥ 25 takes the null placement per key
         order = pc.sort_indices(
             table, sort_keys=[(name, "ascending", "at_start") for name in table.column_names]
