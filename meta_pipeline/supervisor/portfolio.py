@@ -111,6 +111,10 @@ def _dense_text_rank(values: pd.Series) -> np.ndarray:
     """Dense ranks (int64, from 0) of ``values`` compared as text by code point (the order of Python's
     ``str`` comparison and of UTF-8 bytes, which Arrow compares); a missing value ranks −1."""
     n = len(values)
+    if _few_distinct(values):  # rank the distinct values only
+        codes, uniques = pd.factorize(values)
+        rank_of_code = np.append(_dense_text_rank(pd.Series(uniques)), -1)  # code −1 (missing) → −1
+        return rank_of_code[codes]
     text = _arrow_text(values)
     if text is None:  # Python compares what Arrow cannot encode
         missing = values.isna().to_numpy()
@@ -122,10 +126,6 @@ def _dense_text_rank(values: pd.Series) -> np.ndarray:
         n < 2 or pc.all(pc.less(text.slice(0, n - 1), text.slice(1))).as_py()
     ):  # already strictly increasing, as sorted categories are: nothing to sort
         return np.arange(n, dtype=np.int64)
-    if _few_distinct(values):  # rank the distinct values only
-        codes, uniques = pd.factorize(values)
-        rank_of_code = np.append(_dense_text_rank(pd.Series(uniques)), -1)  # code −1 (missing) → −1
-        return rank_of_code[codes]
     rank = pc.rank(text, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64) - 1
     if text.null_count:
         rank[text.is_null().to_numpy(zero_copy_only=False)] = -1
