@@ -5,10 +5,17 @@ large synthetic history.
     python benchmarks/bench_supervisor.py [--trades 1000000] [--agents 10000] [--days 365] [--repeat 3]
 
 The trades are :func:`bench_significance.synthetic_trades` (24 h trades on the 30-minute grid, 8
-instruments, as a Parquet read gives them: categorical text columns); the telemetry has one run per
-trade plus 20 % runs without a signal, 3 % of them erroring. Prints each stage's wall time and the
-process's CPU time for it (best and median of ``--repeat``; the CPU time is steadier on a shared
-machine), the totals, and the process's peak RSS. Goal on 2 cores: ≤ 2 s and ≤ 1 GB.
+instruments, as a Parquet read gives them: categorical text columns; ``--strings`` gives them as
+pandas' Arrow-backed ``str`` instead, as the supervisor's history reader does); the telemetry has one
+run per trade plus 20 % runs without a signal, 3 % of them erroring. The portfolio stage sorts the
+trades once (:func:`meta_pipeline.supervisor.portfolio.time_order`) and passes the order to the
+figures and the equity curve.
+
+Prints each stage's wall time and the process's CPU time for it (best and median of ``--repeat``;
+the CPU time is steadier on a shared machine), the totals, the RSS holding the data, and the peak
+RSS after building the data and after the runs (the peak is the process's high-water mark: when it
+does not move, the supervisor stayed below what building the data took). Goal on 2 cores: ≤ 2 s
+and ≤ 1 GB.
 
     python benchmarks/bench_supervisor.py --profile 30   # cProfile of one more run, top 30 by own time
 """
@@ -92,6 +99,16 @@ def portfolio_report(trades: pd.DataFrame) -> tuple:
     return portfolio.portfolio_figures(trades, order=order), portfolio.equity_curve(trades, order=order)
 
 
+def rss_mb() -> tuple[float, float]:
+    """Current and peak resident set size of this process (MB)."""
+    current = float("nan")
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=1_000_000)
@@ -99,12 +116,19 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile one more run, top N")
+    parser.add_argument("--strings", action="store_true", help="text columns as str, not categories")
     args = parser.parse_args()
 
-    trades = synthetic_trades(args.trades, args.agents, args.days, categorical=True)
+    trades = synthetic_trades(args.trades, args.agents, args.days, categorical=not args.strings)
     runs = synthetic_runs(trades)
+    if args.strings:
+        runs = runs.astype({"agent": "str", "run_id": "str"})
     policy = SupervisorPolicy()
-    print(f"{len(trades):,} trades, {len(runs):,} runs, {args.agents:,} agents, {args.days} days")
+    kind = "str" if args.strings else "categorical"
+    print(
+        f"{len(trades):,} trades, {len(runs):,} runs, {args.agents:,} agents, {args.days} days ({kind} text)"
+    )
+    holding, built = rss_mb()
 
     stages: dict[str, list[tuple[float, float]]] = {}
 
@@ -139,7 +163,10 @@ def main() -> None:
     for name, times in stages.items():
         print(line(name, times))
     print(line("total", totals))
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    print(
+        f"RSS holding the data {holding:,.0f} MB; peak RSS after building it {built:,.0f} MB,"
+        f" after the runs {rss_mb()[1]:,.0f} MB"
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run)

@@ -83,23 +83,24 @@ _MSGSPEC_FLOATS = _msgspec_writes_repr()
 
 
 class _Table:
-    """One JSON text per row as ``texts[codes[row]]`` (few texts, valid UTF-8)."""
+    """One JSON text per row as ``texts[codes[row]]`` (few texts, valid UTF-8). ``repeated``: one row
+    per run of repeated rows (see :class:`_Runs`)."""
 
-    def __init__(self, texts: list[str], codes: np.ndarray):
-        self.texts, self.codes = texts, codes
+    def __init__(self, texts: list[str], codes: np.ndarray, repeated: bool = False):
+        self.texts, self.codes, self.repeated = texts, codes, repeated
 
 
 class _Pool:
     """JSON texts in one UTF-8 buffer: text ``e`` is ``data[offsets[e]:offsets[e + 1]]``; row ``r`` is
     text ``index[r]``, or, without an index, text ``first + stride * r`` (``stride`` 0: the same text
-    on every row). Texts no row points at (the gaps between padded texts) are allowed. ``starts``:
-    the rows where the text may change, when it repeats in runs (None: it may change on every row)."""
+    on every row). Texts no row points at (the gaps between padded texts) are allowed. ``repeated``:
+    one row per run of repeated rows (see :class:`_Runs`)."""
 
-    __slots__ = ("data", "offsets", "index", "stride", "first", "starts")
+    __slots__ = ("data", "offsets", "index", "stride", "first", "repeated")
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray, index=None, stride: int = 1, first: int = 0):
         self.data, self.offsets, self.index, self.stride, self.first = data, offsets, index, stride, first
-        self.starts = None
+        self.repeated = False
 
     def row_index(self, n: int) -> np.ndarray:
         if self.index is not None:
@@ -107,15 +108,6 @@ class _Pool:
         if self.stride == 0:
             return np.full(n, self.first, dtype=np.int64)
         return np.arange(self.first, self.first + self.stride * n, self.stride, dtype=np.int64)[:n]
-
-    def repeat(self, starts: np.ndarray, run: np.ndarray | None = None) -> _Pool:
-        """This pool's row ``j`` for every row of run ``j`` (``starts``: where runs start; ``run``:
-        the run of each row, ``cumsum(starts) - 1``)."""
-        if run is None:
-            run = np.cumsum(starts, dtype=np.int64) - 1
-        pool = _Pool(self.data, self.offsets, self.at(run))
-        pool.starts = starts
-        return pool
 
     def at(self, rows: np.ndarray) -> np.ndarray:
         """The text numbers of ``rows``."""
@@ -130,12 +122,20 @@ class _Pool:
         index[rows] = other.row_index(len(rows)) + base
         return _Pool(data, offsets, index)
 
-    def fill(self, start: int, stop: int, base: int, out: np.ndarray) -> None:
-        """``out`` = the text numbers (plus ``base``) of rows ``start:stop``."""
-        if self.index is not None:
-            np.add(self.index[start:stop], base, out=out, casting="unsafe")
-        elif self.stride == 0:
+    def fill(self, start: int, stop: int, base: int, out: np.ndarray, run: np.ndarray | None) -> None:
+        """``out`` = the text numbers (plus ``base``) of output rows ``start:stop`` (``run``: each
+        output row's run, for a repeated pool)."""
+        if self.index is None and self.stride == 0:
             out[:] = base + self.first
+        elif self.repeated:
+            rows = run[start:stop]
+            if self.index is not None:
+                np.add(self.index[rows], base, out=out, casting="unsafe")
+            else:
+                np.multiply(rows, self.stride, out=out, casting="unsafe")
+                out += base + self.first
+        elif self.index is not None:
+            np.add(self.index[start:stop], base, out=out, casting="unsafe")
         else:
             first = base + self.first + self.stride * start
             out[:] = np.arange(first, first + self.stride * (stop - start), self.stride)
@@ -170,7 +170,9 @@ def _table_pool(table: _Table) -> _Pool:
     encoded = [text.encode("utf-8") for text in table.texts]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return _Pool(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets, index=table.codes)
+    pool = _Pool(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets, index=table.codes)
+    pool.repeated = table.repeated
+    return pool
 
 
 def _arrow_pool(array: pa.Array) -> _Pool:
@@ -253,19 +255,27 @@ def encode_rows(rows: pd.DataFrame, fields: Sequence[str]) -> bytes:
     if rows.empty:
         return b""
     n = len(rows)
+    runs, repeated = _Runs.of([rows[name] for name in fields])
     parts: Parts = ["{"]
     cell_errors: list[tuple[int, int, Exception]] = []
     encode_errors: list[UnicodeEncodeError] = []
     for position, name in enumerate(fields):
         series = rows[name]
+        if repeated[position]:  # one row per run: its first
+            series = pd.Series(series.array.take(runs.heads), copy=False)
         try:
             column = _encode_column(name, series)
         except _CellError as failure:
-            cell_errors.append((failure.row, position, failure.error))
+            row = int(runs.heads[failure.row]) if repeated[position] else failure.row
+            cell_errors.append((row, position, failure.error))
             continue
         except _EncodeError as failure:
             encode_errors.append(failure.error)
             continue
+        if repeated[position]:
+            for part in column:
+                if not isinstance(part, str):
+                    part.repeated = True
         parts.append(("" if position == 0 else ", ") + _dumps(name) + ": ")
         parts.extend(column)
     if cell_errors:
@@ -273,7 +283,34 @@ def encode_rows(rows: pd.DataFrame, fields: Sequence[str]) -> bytes:
     if encode_errors:
         raise encode_errors[0]
     parts.append("}\n")
-    return _join(_simplify(parts), n)
+    return _join(_simplify(parts), n, runs)
+
+
+class _Runs:
+    """Rows in runs that repeat some fields (reconciled rows repeat a signal's fields once per
+    horizon): a column whose value changes only where a run starts is encoded once per run, and
+    neighbouring such columns are joined once per run."""
+
+    def __init__(self, starts: np.ndarray):
+        self.heads = np.flatnonzero(starts)  # the first row of each run
+        self.run = np.cumsum(starts, dtype=np.int64) - 1  # each row's run
+        self.lengths = np.diff(self.heads, append=len(starts))
+
+    @classmethod
+    def of(cls, columns: list[pd.Series]) -> tuple[_Runs | None, list[bool]]:
+        """The runs of the rows (where any column that repeats values changes) and which columns
+        repeat their value within them; no runs unless they make at least a quarter of the rows
+        repeats."""
+        starts = [_run_starts(series) for series in columns]
+        found = [s for s in starts if s is not None]
+        if not found:
+            return None, [False] * len(columns)
+        union = found[0].copy()
+        for other in found[1:]:
+            union |= other
+        if np.count_nonzero(union) > 0.75 * len(union):
+            return None, [False] * len(columns)
+        return cls(union), [s is not None for s in starts]
 
 
 # ---------------------------------------------------------------------------------------- columns
@@ -401,9 +438,6 @@ def _string_parts(array: pa.Array, missing: str) -> Parts:
         if len(escape_rows):
             inner = [_dumps(s)[1:-1] for s in array.take(pa.array(escape_rows)).to_pylist()]
             pool = pool.with_rows(n, escape_rows, _texts_pool(inner))
-        starts = _string_run_starts(array)
-        if starts is not None:  # the first row of each run for all of its rows: marks the runs
-            pool = pool.repeat(starts, np.flatnonzero(starts)[np.cumsum(starts, dtype=np.int64) - 1])
         return ['"', pool, '"']
     null = array.is_null().to_numpy(zero_copy_only=False)
     # null rows: the marker instead of the opening quote, nothing for the text and the closing quote
@@ -412,17 +446,6 @@ def _string_parts(array: pa.Array, missing: str) -> Parts:
     pool = pool.with_rows(n, rows, _texts_pool(["" if s is None else _dumps(s)[1:-1] for s in texts]))
     codes = null.astype(np.int32)
     return [_Table(['"', missing], codes), pool, _Table(['"', ""], codes)]
-
-
-def _string_run_starts(array: pa.Array) -> np.ndarray | None:
-    """As :func:`_run_starts`, for a string array without nulls."""
-    n = len(array)
-    if n < 64:
-        return None
-    starts = np.empty(n, dtype=bool)
-    starts[0] = True
-    starts[1:] = pc.not_equal(array.slice(1), array.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    return starts if np.count_nonzero(starts) <= 0.75 * n else None
 
 
 def _rows_needing_escape(array: pa.Array) -> np.ndarray:
@@ -450,31 +473,35 @@ def _int_fragments(values: np.ndarray) -> _Table | _Pool:
     return _arrow_pool(pc.cast(pa.array(values), pa.string()))
 
 
-def _run_starts(bits: np.ndarray) -> np.ndarray | None:
-    """Where a new run of equal values starts, when runs make at least a quarter of the rows
-    repeats (reconciled rows repeat every signal-level field once per horizon)."""
-    if len(bits) < 64:
+def _run_starts(series: pd.Series) -> np.ndarray | None:
+    """Where the column's value changes (a value the same as the row before writes the same text),
+    when at least a quarter of the rows repeat the row before; None otherwise, or for a dtype whose
+    values are not compared here."""
+    n = len(series)
+    if n < 64:
         return None
-    starts = np.empty(len(bits), dtype=bool)
+    dtype = series.dtype
+    starts = np.empty(n, dtype=bool)
     starts[0] = True
-    np.not_equal(bits[1:], bits[:-1], out=starts[1:])
-    return starts if np.count_nonzero(starts) <= 0.75 * len(bits) else None
+    if isinstance(dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()
+        np.not_equal(codes[1:], codes[:-1], out=starts[1:])
+    elif isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "fiubmM"):
+        values = series.array.asi8 if dtype.kind in "mM" else series.to_numpy()
+        bits = values.view(f"u{values.dtype.itemsize}")  # bitwise: -0.0 and 0.0 differ
+        np.not_equal(bits[1:], bits[:-1], out=starts[1:])
+    elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        array = pa.array(series.array)
+        array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        changed = pc.not_equal(array.slice(1), array.slice(0, n - 1))
+        starts[1:] = pc.fill_null(changed, True).to_numpy(zero_copy_only=False)
+    else:
+        return None
+    return starts if np.count_nonzero(starts) <= 0.75 * n else None
 
 
 def _float_pool(x: np.ndarray) -> _Pool:
     """Python ``repr`` of each float as ``json.dumps`` writes it; NaN → null, ±inf raises."""
-    starts = _run_starts(x.view(np.int64))  # bitwise: -0.0 and 0.0 differ
-    if starts is None:
-        return _float_pool_of(x)
-    heads = np.flatnonzero(starts)
-    try:
-        pool = _float_pool_of(x[heads])
-    except _CellError as failure:
-        raise _CellError(int(heads[failure.row]), failure.error) from None
-    return pool.repeat(starts)
-
-
-def _float_pool_of(x: np.ndarray) -> _Pool:
     fixed = _fixed_point(x)
     if fixed is None:
         return _shortest_pool(x)
@@ -685,12 +712,10 @@ def _encode_times(series: pd.Series) -> Parts:
     epoch = _epoch_values(series)
     if epoch is None:
         return _generic(_iso_utc(series))
-    values, per_second = epoch
-    starts = _run_starts(values)
-    pool = _time_texts(values if starts is None else values[starts], per_second)
+    pool = _time_texts(*epoch)
     if pool is None:
         return _generic(_iso_utc(series))  # years strftime might not write as 4 digits
-    return [pool if starts is None else pool.repeat(starts)]
+    return [pool]
 
 
 def _time_texts(values: np.ndarray, per_second: int) -> _Pool | None:
@@ -902,36 +927,41 @@ def _simplify(parts: Parts) -> Parts:
     for i, part in enumerate(merged):
         if isinstance(part, str) and i + 1 < len(merged) and isinstance(merged[i + 1], _Table):
             table = merged[i + 1]
-            merged[i + 1] = _Table([part + text for text in table.texts], table.codes)
+            merged[i + 1] = _Table([part + text for text in table.texts], table.codes, table.repeated)
         elif isinstance(part, str) and folded and isinstance(folded[-1], _Table):
             table = folded[-1]
-            folded[-1] = _Table([text + part for text in table.texts], table.codes)
+            folded[-1] = _Table([text + part for text in table.texts], table.codes, table.repeated)
         elif (
             isinstance(part, _Table)
             and folded
             and isinstance(folded[-1], _Table)
+            and part.repeated == folded[-1].repeated
             and len(part.texts) * len(folded[-1].texts) <= _MAX_TABLE
         ):
             left = folded[-1]
             texts = [a + b for a in left.texts for b in part.texts]
-            folded[-1] = _Table(texts, left.codes * np.int32(len(part.texts)) + part.codes)
+            codes = left.codes * np.int32(len(part.texts)) + part.codes
+            folded[-1] = _Table(texts, codes, part.repeated)
         else:
             folded.append(part)
     return folded
 
 
-def _join(parts: Parts, n: int) -> bytes:
+def _join(parts: Parts, n: int, runs: _Runs | None) -> bytes:
     """Every row's pieces one after the other: all texts in one Arrow binary array, gathered a block
     of rows at a time with the text numbers in row-major order — the gathered block is the block's
     bytes, copied into the output (and freed, so the next block reuses the memory)."""
     if all(isinstance(p, str) for p in parts):  # no fields: the same text on every row
         return "".join(parts).encode("utf-8") * n
-    pools = [_as_pool(p) for p in _join_runs(parts, n)]
-    size = sum(_size(pool, n) for pool in pools)
+    if runs is not None:
+        parts = _join_runs(parts, len(runs.heads))
+    pools = [_as_pool(p) for p in parts]
+    size = sum(_size(pool, n, runs) for pool in pools)
     data, offsets, bases = _concat(pools)
     binary = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
     texts = pa.Array.from_buffers(binary, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     index_type = np.int32 if len(offsets) <= _INT32_MAX else np.int64
+    run = None if runs is None else runs.run
     # the output is written in place: bytes(size) is calloc'ed, so its pages are untouched until a
     # block is copied in, and the BytesIO owning it alone hands out a writable view and then the
     # same bytes object (a copy, in an implementation that does otherwise: slower, still right)
@@ -941,21 +971,31 @@ def _join(parts: Parts, n: int) -> bytes:
         _advise_huge_pages(target)
         at = 0
         for start in range(0, n, BLOCK_ROWS):
-            at = _join_block(texts, pools, bases, index_type, start, min(n, start + BLOCK_ROWS), target, at)
+            stop = min(n, start + BLOCK_ROWS)
+            at = _join_block(texts, pools, bases, index_type, run, start, stop, target, at)
         del target
     if at != size:
         raise AssertionError("the joined rows are not the size of their pieces")
     return out.getvalue()
 
 
-def _size(pool: _Pool, n: int) -> int:
-    """Bytes of the texts of ``n`` rows."""
-    lengths = np.diff(pool.offsets)
-    if pool.index is not None:
-        return int(lengths[pool.index].sum())
-    if pool.stride == 0:
-        return int(lengths[pool.first]) * n
-    return int(lengths[pool.first : pool.first + pool.stride * n : pool.stride].sum())
+def _size(pool: _Pool, n: int, runs: _Runs | None) -> int:
+    """Bytes of the texts of the ``n`` output rows."""
+    offsets = pool.offsets
+    if pool.index is None:
+        if pool.stride == 0:
+            return int(offsets[pool.first + 1] - offsets[pool.first]) * n
+        rows = len(runs.heads) if pool.repeated else n
+        stop = pool.first + pool.stride * rows
+        starts = offsets[pool.first : stop : pool.stride]
+        ends = offsets[pool.first + 1 : stop + 1 : pool.stride]
+        if not pool.repeated:
+            return int(ends.sum(dtype=np.int64) - starts.sum(dtype=np.int64))
+        return int((ends - starts) @ runs.lengths)
+    lengths = np.diff(offsets)
+    if pool.repeated:
+        return int(lengths[pool.index] @ runs.lengths)
+    return int(lengths[pool.index].sum(dtype=np.int64))
 
 
 def _advise_huge_pages(buffer: np.ndarray) -> None:
@@ -996,67 +1036,42 @@ def _as_pool(part: str | _Table | _Pool) -> _Pool:
     return _table_pool(part) if isinstance(part, _Table) else part
 
 
-def _join_runs(parts: Parts, n: int) -> Parts:
-    """Neighbouring pieces that change only where a run of repeated rows starts (reconciled rows
-    repeat a signal's fields once per horizon) are joined once per run: one text per run, so the
-    row-wise gather has fewer pieces."""
-    runs = [p.starts for p in parts if isinstance(p, _Pool) and p.starts is not None]
-    if not runs:
-        return parts
-    starts = runs[0].copy()
-    for other in runs[1:]:
-        starts |= other
-    if np.count_nonzero(starts) > 0.75 * n:
-        return parts
-    inside = ~starts[1:]
-
-    def steady(part) -> bool:  # its text changes only where a run starts
-        if isinstance(part, str) or (isinstance(part, _Pool) and part.starts is not None):
-            return True
-        if isinstance(part, _Pool) and part.index is None:
-            return part.stride == 0
-        codes = part.codes if isinstance(part, _Table) else part.index
-        return not np.any((codes[1:] != codes[:-1]) & inside)
-
-    heads = run = None
+def _join_runs(parts: Parts, m: int) -> Parts:
+    """Neighbouring repeated pieces (one row per run) are joined once per run: one text per run, so
+    the row-wise gather has fewer pieces."""
     joined: Parts = []
     group: Parts = []
     for part in [*parts, None]:
-        if part is not None and steady(part):
+        if part is not None and (isinstance(part, str) or part.repeated):
             group.append(part)
             continue
-        if len(group) > 1:
-            if heads is None:
-                heads = np.flatnonzero(starts)
-                run = np.cumsum(starts, dtype=np.int64) - 1
-            texts = _gather(group, heads)
-            if texts is None:
-                joined.extend(group)
-            else:
-                texts = texts.repeat(starts, run)
-                joined.append(texts)
-        else:
+        texts = _gather(group, m) if len(group) > 1 else None
+        if texts is None:
             joined.extend(group)
+        else:
+            texts.repeated = True
+            joined.append(texts)
         group = []
         if part is not None:
             joined.append(part)
     return joined
 
 
-def _gather(parts: Parts, rows: np.ndarray) -> _Pool | None:
-    """The texts of ``rows`` joined, one per row (None if that would not fit in 2 GiB)."""
+def _gather(parts: Parts, m: int) -> _Pool | None:
+    """The texts of the ``m`` rows of ``parts`` joined, one per row (None if that would not fit in
+    2 GiB)."""
     pools = [_as_pool(p) for p in parts]
     data, offsets, bases = _concat(pools)
     if offsets.dtype != np.int32:
         return None
-    index = np.empty((len(rows), len(pools)), dtype=np.int32)
+    index = np.empty((m, len(pools)), dtype=np.int32)
+    rows = np.arange(m)
     for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
-        index[:, column] = (
-            pool.at(rows) + base if pool.stride or pool.index is not None else base + pool.first
-        )
-    texts = pa.Array.from_buffers(
-        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+        if pool.index is None and pool.stride == 0:
+            index[:, column] = base + pool.first
+        else:
+            np.add(pool.at(rows), base, out=index[:, column], casting="unsafe")
+    texts = pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     try:
         joined = texts.take(pa.array(index.reshape(-1)))
     except (pa.ArrowCapacityError, pa.ArrowInvalid):
@@ -1067,20 +1082,20 @@ def _gather(parts: Parts, rows: np.ndarray) -> _Pool | None:
     return _Pool(data, bounds[:: len(pools)])
 
 
-def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_type, start: int, stop: int,
-                target: np.ndarray, at: int) -> int:  # fmt: skip
+def _join_block(texts: pa.Array, pools: list[_Pool], bases: list[int], index_type, run: np.ndarray | None,
+                start: int, stop: int, target: np.ndarray, at: int) -> int:  # fmt: skip
     """Rows ``start:stop`` into ``target`` from byte ``at``; returns where they end."""
     index = np.empty((stop - start, len(pools)), dtype=index_type)
     for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
-        pool.fill(start, stop, base, index[:, column])
+        pool.fill(start, stop, base, index[:, column], run)
     try:
         joined = texts.take(pa.array(index.reshape(-1)))
     except (pa.ArrowCapacityError, pa.ArrowInvalid):  # a block of more than 2 GiB of text
         if stop - start < 2:
             raise
         middle = (start + stop) // 2
-        at = _join_block(texts, pools, bases, index_type, start, middle, target, at)
-        return _join_block(texts, pools, bases, index_type, middle, stop, target, at)
+        at = _join_block(texts, pools, bases, index_type, run, start, middle, target, at)
+        return _join_block(texts, pools, bases, index_type, run, middle, stop, target, at)
     _, offsets, data = joined.buffers()
     width = np.int64 if joined.type == pa.large_binary() else np.int32
     bounds = np.frombuffer(offsets, dtype=width)[joined.offset : joined.offset + len(joined) + 1]

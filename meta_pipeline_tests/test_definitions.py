@@ -51,7 +51,12 @@ EXPECTED = {
         names.FORENSICS_JOB,
     },
     "schedules": {"refresh_every_30_minutes", "refresh_export_hourly"},
-    "sensors": {"new_input_lines", "reap_dead_runs", "export_after_backfill"},
+    "sensors": {
+        "new_input_lines",
+        "reap_dead_runs",
+        "export_after_backfill",
+        "supervisor_follows_reconciliation",
+    },
     "resources": {
         "data_root",
         "ingestion_policy",

@@ -1,10 +1,12 @@
 """Schedules and sensors that keep the pipeline current.
 
-Both start stopped: switch them on in the UI (*Automation*) once the environment points at the real
+They start stopped: switch them on in the UI (*Automation*) once the environment points at the real
 data root and exchanges.
 
 * ``refresh_every_30_minutes`` runs the main job over the days whose rows can still change (today
   and the ``REACH_DAYS`` before it): new signals are priced, pending rows mature.
+* ``supervisor_follows_reconciliation`` requests the supervisor's assets after new reconciled data
+  (their automation condition is in ``defs/supervisor.py``).
 * ``new_input_lines`` watches the input files (``meta_pipeline/input_watch.py``): when lines are
   appended it asks for one run per cluster of the days they belong to, plus the days their
   horizons reach.
@@ -180,3 +182,16 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
         for first, last in ranges
     ]
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+supervisor_automation = dg.AutomationConditionSensorDefinition(
+    "supervisor_follows_reconciliation",
+    target=dg.AssetSelection.groups(names.SUPERVISOR_GROUP),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=60,
+    description=(
+        "Updates the supervisor (confidence, statistics and their blocking checks, decisions, "
+        "allocation, portfolio, report) once after new reconciled data — a backfill of many days is "
+        "one update — and never while a blocking check on its inputs is failing."
+    ),
+)

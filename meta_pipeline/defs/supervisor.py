@@ -21,6 +21,18 @@ from meta_pipeline.supervisor import allocation, confidence, decisions, history,
 from meta_pipeline.supervisor.policy import FOCUS_HORIZON_HOURS, SupervisorPolicy
 
 OWNERS = ["team:meta-pipeline"]
+
+# Follows the reconciled history: requested once after its inputs changed — a backfill of thirty
+# days is one update, not thirty — never while an input is still being written, and never while a
+# blocking check on an input has failed (also a check that failed in an earlier run). Built from
+# parts rather than ``eager()``, whose ~any_deps_missing() would wait for every past day of the
+# daily parents to exist.
+FOLLOWS_INPUTS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("follows its inputs")
 CHECK_ENOUGH_TRADES = "enough_matured_trades"
 CHECK_UNPRICED_SHARE = "unpriced_share_below_limit"
 CHECK_TELEMETRY_COVERAGE = "telemetry_coverage"
@@ -50,6 +62,7 @@ def _fmt(value: float, digits: int = 2) -> str:
     deps=[names.RECONCILED_TRADES],
     kinds={"python", "json"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     description=(
         "Each agent's confidence multiplier (0.20 … 1.20, starting at 1.0), folded over the matured "
         "24 h trades day by day: once per UTC day on which one of its trades matured, the sum of its "
@@ -131,6 +144,7 @@ def quality_checks(quality: history.InputQuality, policy: SupervisorPolicy) -> l
     deps=[names.RECONCILED_TRADES, names.TELEMETRY],
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(
             CHECK_ENOUGH_TRADES,
@@ -241,6 +255,7 @@ def agent_stats(
     deps=[names.AGENT_STATS, names.CONFIDENCE_STATE],
     kinds={"python", "json"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     description=(
         "The decision for every agent — KILLED (on the kill list), RETIRE, KILL, PROMOTE or HOLD, in that "
         "precedence — with its retirement score and label (KEEP, WATCH, RETIRE) and every promotion gate "
@@ -414,6 +429,7 @@ def _decisions_json(combined: pd.DataFrame, gates: pd.DataFrame) -> dict:
     deps=[names.AGENT_DECISIONS, names.CONFIDENCE_STATE],
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     description=(
         "Capital weights per agent: PnL × (0.5 + hit rate) × confidence multiplier, normalised to sum "
         "to 1. Agents that are killed, retired or to be killed, that lost money or whose error rate is "
@@ -446,6 +462,7 @@ def allocation_weights(data_root: DataRoot, supervisor_settings: SupervisorSetti
     deps=[names.RECONCILED_TRADES],
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     description=(
         "Every matured 24 h trade in exit-time order: PnL, hit rate, maximum drawdown (additive bps) and "
         "trade count, for the fleet and by agent, symbol and regime, with the equity curve and PnL by "
@@ -494,6 +511,7 @@ def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
     deps=[names.AGENT_DECISIONS, names.ALLOCATION_WEIGHTS, names.PORTFOLIO, names.CONFIDENCE_STATE],
     kinds={"python", "json", "markdown"},
     owners=OWNERS,
+    automation_condition=FOLLOWS_INPUTS,
     description=(
         "The report the rest of the system reads: meta_supervisor/reports/meta_report.json (fleet, agents "
         "with their decisions and evidence, allocation, confidence) and the PR comment "

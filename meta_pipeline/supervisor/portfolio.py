@@ -16,8 +16,11 @@ Drawdown is additive, in bps: ``cum_k`` = running sum of ``net_bps`` up to trade
 Example from the rules: +100, −50, −80, +20 → cum 100, 50, −30, −10 → drawdown 130 bps.
 
 :func:`portfolio_figures` gives the summary and the breakdowns by agent, instrument and regime with
-one sort of the trades; :func:`portfolio_summary` and :func:`portfolio_breakdown` each sort on their
-own (on 1,000,000 trades the sort is about a quarter of a breakdown's time).
+one sort of the trades; :func:`portfolio_summary`, :func:`portfolio_breakdown` and
+:func:`equity_curve` each sort on their own unless given ``order=time_order(trades)``: a caller that
+needs several of them sorts once and passes the order (on 1,000,000 trades of a fleet on a 30-minute
+schedule the sort takes about 0.07 s with categorical text columns, 0.4 s with ``str`` ones, whose
+run ids Arrow compares as text).
 """
 
 from __future__ import annotations

@@ -66,7 +66,17 @@ def since_filter(frame: pd.DataFrame, since: Mapping[str, pd.Timestamp] | None) 
     judged on what it did after it."""
     if not since or frame.empty:
         return frame
-    start = agent_category(frame["agent"]).map({str(k): pd.Timestamp(v) for k, v in since.items()})
+    agent = agent_category(frame["agent"])
+    mapping = {str(k): pd.Timestamp(v) for k, v in since.items()}
+    if isinstance(frame["ts"].dtype, pd.DatetimeTZDtype):  # one start per agent, then per row by code
+        by_agent = pd.Series(np.asarray(agent.cat.categories, dtype=object)).map(mapping)
+        by_agent = pd.to_datetime(by_agent.astype(object), utc=True).dt.as_unit("ns")
+        nat = np.iinfo(np.int64).min
+        start = np.append(by_agent.to_numpy(dtype="datetime64[ns]").view(np.int64), nat)
+        start = start[agent.cat.codes.to_numpy()]  # code −1 (no agent) → NaT: kept
+        ts = frame["ts"].dt.tz_convert("UTC").dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)
+        return frame[(start == nat) | ((ts >= start) & (ts != nat))]
+    start = agent.map(mapping)
     start = pd.to_datetime(start.astype(object), utc=True)
     keep = (
         start.isna().to_numpy()
@@ -120,6 +130,14 @@ def _trade_stats(trades: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> t
     """:func:`trade_stats` of a non-empty frame whose agents are ``codes`` into ``labels``, and the
     columns it read and checked (arrays aligned with the rows), for the significance."""
     net = trades["net_bps"].to_numpy(dtype="float64")
+    # checked in the order portfolio_breakdown and bias_timing_split check them
+    portfolio._check_columns(trades, ("agent",))
+    x = portfolio._net_bps(trades)
+    exit_ns = portfolio.utc_ns(trades["exit_ts"], name="exit_ts")
+    ts_ns = portfolio.utc_ns(trades["ts"], name="ts")
+    significance._require(trades, ("agent", "instrument", "direction", "gross_bps"))
+    if (codes < 0).any():
+        raise ValueError("column 'agent' has missing values")
     k = len(labels)
     # per agent in row order, as pandas sums (compensated; its mean is that sum ÷ count) and takes
     # the variance (Welford)
@@ -137,17 +155,9 @@ def _trade_stats(trades: pd.DataFrame, codes: np.ndarray, labels: pd.Index) -> t
         },
         index=labels,
     )
-    # the portfolio's drawdown of each agent's trades in time order (checks times and net_bps)
-    # checked in the order portfolio_breakdown and bias_timing_split check them
-    portfolio._check_columns(trades, ("agent",))
-    x = portfolio._net_bps(trades)
-    exit_ns = portfolio.utc_ns(trades["exit_ts"], name="exit_ts")
-    ts_ns = portfolio.utc_ns(trades["ts"], name="ts")
-    significance._require(trades, ("agent", "instrument", "direction", "gross_bps"))
-    if (codes < 0).any():
-        raise ValueError("column 'agent' has missing values")
-    # by agent, then in time order: each agent's rows in the order the whole frame's time order
-    # has them, without settling the ties of the whole fleet (text tie-breaks only within an agent)
+    # the portfolio's drawdown of each agent's trades: by agent, then in time order, i.e. each
+    # agent's rows in the order the whole frame's time order has them, without settling the ties
+    # of the whole fleet (text tie-breaks only within an agent)
     order = portfolio._sorted_rows(
         exit_ns, ts_ns, lambda tied: portfolio._text_ranks(trades, tied), group=codes, n_groups=k
     )
