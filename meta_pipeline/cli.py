@@ -2,7 +2,8 @@
 
   meta-pipeline demo   writes the deterministic demo data root (12 agents, 30 days, synthetic
                        1-minute bars) and runs the main job over it end to end, offline, then the
-                       supervisor (decisions, kill switch, allocation, reports).
+                       supervisor (decisions, kill switch, allocation, reports), failure forensics
+                       and the LP email (written to files, never sent).
   meta-pipeline run    runs the main job over --start … --end as one run (a backfill), then the
                        supervisor, on the environment's data root or, with --demo, on the demo's.
   meta-pipeline ui     opens the Dagster UI (dagster dev) on the same instance; with --demo, on the
@@ -89,11 +90,31 @@ def demo(args: argparse.Namespace) -> int:
         f"{summary.n_telemetry:,} runs, {summary.n_malformed} malformed lines on purpose)"
     )
     os.environ.update(demo_environment(demo_dir, summary.days[0]))
+    os.environ.pop("SMTP_HOST", None)  # the demo never emails anyone: the LP email is written, not sent
     from meta_pipeline.defs.partitions import REACH_DAYS
 
     run_id, ok = run_range(summary.days[0], summary.days[1] + timedelta(days=REACH_DAYS))
+    if ok:
+        ok = _run_daily_reports()
     _print_results(demo_dir, run_id)
     return 0 if ok else 1
+
+
+def _run_daily_reports() -> bool:
+    """The two daily jobs the schedules run in production: failure forensics and the LP email."""
+    import dagster as dg
+
+    from meta_pipeline import names
+    from meta_pipeline.definitions import defs
+
+    ok = True
+    with dg.DagsterInstance.get() as instance:
+        for job in (names.FORENSICS_JOB, names.LP_EMAIL_JOB):
+            result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+            if not result.success:
+                print(f"{job}: run {result.run_id} failed; open the UI to see why", file=sys.stderr)
+                ok = False
+    return ok
 
 
 def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bool]:
@@ -195,6 +216,8 @@ Where to look (run {run_id}):
   {store / "signal_quarantine.parquet"}   rejected input lines with line number and reason
   {demo_dir / names.DECISIONS_FILE}   decisions; kill list beside it
   {demo_dir / names.PR_COMMENT_FILE}   the meta report as markdown
+  {demo_dir / names.FORENSICS_FILE}   why agents lose, as tested hypotheses
+  {demo_dir / "meta_supervisor/reports/lp_email_html.html"}   the LPs' email (written, not sent)
 Open the UI:  python -m meta_pipeline ui --demo      then http://127.0.0.1:3000 (Assets, Runs, asset checks)""")
 
 

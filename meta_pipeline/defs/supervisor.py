@@ -471,7 +471,8 @@ def allocation_weights(data_root: DataRoot, supervisor_settings: SupervisorSetti
 )
 def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
     trades = history.matured_trades(data_root.warehouse, horizon_hours=FOCUS_HORIZON_HOURS)
-    summary, by_key = portfolio.portfolio_figures(trades, ("agent", "instrument", "regime"))
+    order = portfolio.time_order(trades)  # one sort for the figures and the curve
+    summary, by_key = portfolio.portfolio_figures(trades, ("agent", "instrument", "regime"), order=order)
     breakdown = pd.concat(
         [part.reset_index().rename(columns={by: "key"}).assign(by=by) for by, part in by_key.items()],
         ignore_index=True,
@@ -480,7 +481,7 @@ def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
     by_agent = (
         breakdown[breakdown["by"] == "agent"].set_index("key")["pnl_bps"] if len(breakdown) else pd.Series()
     )
-    equity = charts.equity_chart_png(portfolio.equity_curve(trades))
+    equity = charts.equity_chart_png(portfolio.equity_curve(trades, order=order))
     atomic_write_bytes(data_root.path / names.EQUITY_CHART_FILE, equity)  # the LP email attaches it
     return dg.MaterializeResult(
         metadata={

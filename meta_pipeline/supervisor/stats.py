@@ -11,6 +11,12 @@ Inputs (pandas frames; any row order):
 
 Telemetry and trades are never merged row into row: a telemetry field can never overwrite a trade
 field, and an agent's reliability counts every run, including the runs that emitted no signal.
+
+Agents are grouped by integer codes (a categorical's own codes, ranked by name), never by hashing a
+million strings. Counts come from ``np.bincount``; float sums and variances from pandas' groupby
+kernels on those codes (compensated sums, Welford's variance), so sums, means and variances are, to
+the last bit, those of a ``groupby("agent")`` on the names. :func:`agent_stats` reads and checks the trades once
+for the trade figures and the significance.
 """
 
 from __future__ import annotations
