@@ -4,7 +4,7 @@ tests are in ``meta_pipeline/forensics/``)."""
 import dagster as dg
 import pandas as pd
 
-from meta_pipeline import forensics, names
+from meta_pipeline import names
 from meta_pipeline.defs.metadata import markdown_table
 from meta_pipeline.defs.resources import DataRoot
 from meta_pipeline.reports import charts
@@ -43,6 +43,8 @@ class ForensicsConfig(dg.Config):
 def failure_forensics(
     context: dg.AssetExecutionContext, config: ForensicsConfig, data_root: DataRoot
 ) -> dg.MaterializeResult:
+    from meta_pipeline import forensics  # scipy.stats: imported when forensics run, not at every load
+
     warehouse = data_root.warehouse
     trades = history.matured_trades(warehouse, horizon_hours=FOCUS_HORIZON_HOURS)
     runs = history.telemetry_runs(warehouse)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 __all__ = [
     "NO_TIMING_VARIATION",
@@ -420,7 +419,9 @@ def probabilistic_sharpe_ratio(sr, n, skew, kurt, sr_benchmark=0.0):
     ok = (n >= 2) & (radicand > 0)  # False for any NaN
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (sr - bench) * np.sqrt(n - 1.0) / np.sqrt(radicand)
-    out = np.where(ok, norm.cdf(np.where(ok, z, 0.0)), np.nan)
+    from scipy.special import ndtr  # Φ, as scipy.stats.norm.cdf computes it; imported on use (load time)
+
+    out = np.where(ok, ndtr(np.where(ok, z, 0.0)), np.nan)
     return _scalar_or_array(out, scalar)
 
 
@@ -446,10 +447,12 @@ def min_track_record_length(sr, skew, kurt, prob=0.95, sr_benchmark=0.0):
     sr, skew, kurt, prob, bench = np.broadcast_arrays(
         *(np.asarray(v, dtype=np.float64) for v in (sr, skew, kurt, prob, sr_benchmark))
     )
+    from scipy.special import ndtri  # Φ⁻¹, as scipy.stats.norm.ppf computes it
+
     radicand = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
     ok = (sr > bench) & (radicand > 0) & (prob > 0) & (prob < 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        value = 1.0 + radicand * (norm.ppf(prob) / (sr - bench)) ** 2
+        value = 1.0 + radicand * (ndtri(prob) / (sr - bench)) ** 2
     out = np.where(ok & ~np.isnan(value), value, np.inf)
     return _scalar_or_array(out, scalar)
 
@@ -472,12 +475,14 @@ def expected_max_sharpe(n_trials, var_sr):
     -------
     float or array; 0 where N ≤ 1 (nothing to deflate: DSR = PSR); NaN where V is NaN or negative.
     """
+    from scipy.special import ndtri
+
     scalar = np.ndim(n_trials) == 0 and np.ndim(var_sr) == 0
     n, v = np.broadcast_arrays(np.asarray(n_trials, dtype=np.float64), np.asarray(var_sr, dtype=np.float64))
     several = n > 1
     safe_n = np.where(several, n, 2.0)
     gamma = np.euler_gamma
-    factor = (1.0 - gamma) * norm.ppf(1.0 - 1.0 / safe_n) + gamma * norm.ppf(1.0 - 1.0 / (safe_n * np.e))
+    factor = (1.0 - gamma) * ndtri(1.0 - 1.0 / safe_n) + gamma * ndtri(1.0 - 1.0 / (safe_n * np.e))
     with np.errstate(invalid="ignore"):
         value = np.sqrt(v) * factor
     out = np.where(several, value, 0.0)
