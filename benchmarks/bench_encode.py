@@ -131,7 +131,9 @@ def main() -> None:
         return
     slow_timings, slow = timed(min(args.repeat, 3), lambda: to_jsonl(rows).encode("utf-8"))
     print(slow_timings.report("to_jsonl", args.rows))
-    print(f"speed-up {min(slow_timings.cpu) / min(fast_timings.cpu):.0f}x (cpu, best), byte-identical: {fast == slow}")
+    print(
+        f"speed-up {min(slow_timings.cpu) / min(fast_timings.cpu):.0f}x (cpu, best), byte-identical: {fast == slow}"
+    )
     if fast != slow:
         raise SystemExit("outputs differ")
 

@@ -72,8 +72,8 @@ _FLOAT_WRITER = msgspec.json.Encoder()
 
 
 def _msgspec_writes_repr() -> bool:
-    """Whether msgspec writes floats in fixed notation exactly as ``float.__repr__`` (it does since
-    0.18: shortest round-trip digits; checked rather than assumed, the fallback is ``repr`` itself)."""
+    """Whether msgspec writes floats in fixed notation exactly as ``float.__repr__`` (shortest
+    round-trip digits: checked rather than assumed, the fallback is ``repr`` itself)."""
     probes = [0.0, -0.0, 1e-4, 0.1, 0.5, 2.0, -2.5, 1 / 3, 0.30000000000000004, 12345.678, 65000.12]
     probes += [9999999999.5, 1e10, 123456789012.25, 1e15, 9999999999999998.0, 2.0**53, 5e-4, 1.5e-4]
     return _FLOAT_WRITER.encode(probes) == ("[" + ",".join(map(float.__repr__, probes)) + "]").encode()
@@ -103,10 +103,9 @@ class _Pool:
         self.repeated = False
 
     def row_index(self, n: int) -> np.ndarray:
+        """The text numbers of rows ``0..n-1`` (not for a constant: stride 0)."""
         if self.index is not None:
             return self.index
-        if self.stride == 0:
-            return np.full(n, self.first, dtype=np.int64)
         return np.arange(self.first, self.first + self.stride * n, self.stride, dtype=np.int64)[:n]
 
     def at(self, rows: np.ndarray) -> np.ndarray:
@@ -191,18 +190,13 @@ def _texts_pool(texts: list[str]) -> _Pool:
     return _arrow_pool(_to_arrow(texts))
 
 
-def _padded_pool(text: np.ndarray, ends: np.ndarray | None, starts: np.ndarray | None = None) -> _Pool:
-    """Row ``r``'s text is ``text[r, starts[r]:ends[r]]`` (``starts`` None: 0; ``ends`` None: the
-    whole row). Between two texts is one more (the rest of a row and the start of the next)."""
+def _padded_pool(text: np.ndarray, starts: np.ndarray | int, ends: np.ndarray | int) -> _Pool:
+    """Row ``r``'s text is ``text[r, starts[r]:ends[r]]``; between two texts is one more (the rest of
+    a row and the start of the next)."""
     m, width = text.shape
     rows = np.arange(0, width * m, width, dtype=np.int64)
-    if ends is None:
-        return _Pool(text.reshape(-1), np.append(rows, width * m))
     offsets = np.empty(2 * m + 1, dtype=np.int64)
-    if starts is None:
-        offsets[0:-1:2] = rows
-    else:
-        np.add(rows, starts, out=offsets[0:-1:2])
+    np.add(rows, starts, out=offsets[0:-1:2])
     np.add(rows, ends, out=offsets[1::2])
     offsets[-1] = offsets[-2]
     return _Pool(text.reshape(-1), offsets, stride=2)
@@ -522,7 +516,7 @@ def _float_pool(x: np.ndarray) -> _Pool:
 # is one correctly rounded division, and 1e-4 <= |x| < 1e16 (fixed notation) holds for k != 0, d <= 4.
 
 _MAX_DECIMALS = 4
-_FIXED_MIN_ROWS = 256  # below this the tables cost more than they save
+_FIXED_MIN_ROWS = 2048  # below this, numpy's cost per call is more than it saves
 
 
 def _decimals(sample: np.ndarray) -> int | None:
@@ -559,28 +553,42 @@ def _fixed_point(x: np.ndarray) -> tuple[_Pool, np.ndarray] | None:
     a = k.astype(np.int64 if top >= 2**31 else np.int32)
     high = a // 100_000
     low = a - high * 100_000
-    low_text, low_start, low_end = _low_digits_table(d)
-    text = np.empty((m, 24), dtype=np.uint8)
-    # bytes 16..23: the five lowest digits of |k| with the point; 0..15: the digits above, as 4-digit groups
-    text.view(np.uint64)[:, 2] = low_text[low]
+    # a row: the five lowest digits of |k| with the point in its last 8 bytes, the digits above before
+    # them as 4-digit groups, the sign before those; 16 bytes a row up to 9 digits, 24 beyond
+    width = 16 if top < 10**9 else 24
+    low_text, low_start, low_end = _low_digits_table(d, width - 8)
+    text = np.empty((m, width), dtype=np.uint8)
+    text.view(np.uint64)[:, -1] = low_text[low]
     start = low_start[low]
     if top >= 100_000:
         groups = _four_digits_tables()[0]
         words = text.view(np.uint32)
-        words[:, 3] = groups[high - high // 10_000 * 10_000]
-        if top >= 100_000 * 10_000:
+        if width == 16:
+            words[:, 1] = groups[high]
+            start = np.minimum(start, _high_start_table()[high])
+        else:
+            words[:, 3] = groups[high - high // 10_000 * 10_000]
             rest = high // 10_000
             words[:, 2] = groups[rest - rest // 10_000 * 10_000]
-            if top >= 100_000 * 10**8:
-                words[:, 1] = groups[high // 10**8]
-        start = np.where(high > 0, 16 - _digit_count(high), start)
+            words[:, 1] = groups[high // 10**8]
+            start = np.where(high > 0, 16 - _digit_count(high), start)
     negative = np.signbit(x)
     if negative.any():
         rows = np.flatnonzero(negative)
         start = start.astype(np.int64)
         start[rows] -= 1
-        text.reshape(-1)[rows * 24 + start[rows]] = ord("-")
-    return _padded_pool(text, low_end[low], start), other
+        text.reshape(-1)[rows * width + start[rows]] = ord("-")
+    return _padded_pool(text, start, low_end[low]), other
+
+
+@cache
+def _high_start_table() -> np.ndarray:
+    """1..9999 → where a number starts in a 16-byte row when these are its digits above the lowest five
+    (bytes 4-7); 0 → beyond any start."""
+    values = np.arange(10_000)
+    start = 8 - _digit_count(np.maximum(values, 1))
+    start[0] = np.iinfo(np.int8).max
+    return start.astype(np.int8)
 
 
 def _digit_count(values: np.ndarray) -> np.ndarray:
@@ -594,11 +602,11 @@ def _digit_count(values: np.ndarray) -> np.ndarray:
 
 
 @cache
-def _low_digits_table(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _low_digits_table(d: int, at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """0..99999, five digits with the point ``d`` digits from the right (``ddd.dd``; ``ddddd.0`` for
-    d = 0), as the bytes of a uint64 at byte 16 of a row; and where in the row the number starts when
-    there are no digits above (its first significant integer digit, or the units digit) and ends (fraction
-    zeros stripped, one kept)."""
+    d = 0), as the bytes of a uint64 at byte ``at`` of a row; and where in the row the number starts
+    when there are no digits above (its first significant integer digit, or the units digit) and ends
+    (fraction zeros stripped, one kept)."""
     values = np.arange(100_000)
     whole, fraction = values // 10**d, values % 10**d
     integer_digits = 5 - d
@@ -612,8 +620,8 @@ def _low_digits_table(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             kept += fraction % 10**k != 0
     else:
         text[:, integer_digits + 1] = ord("0")
-    start = 16 + integer_digits - _digit_count(np.maximum(whole, 1))
-    end = 16 + integer_digits + 1 + kept
+    start = at + integer_digits - _digit_count(np.maximum(whole, 1))
+    end = at + integer_digits + 1 + kept
     return text.view(np.uint64).reshape(-1), start.astype(np.int8), end.astype(np.int8)
 
 
@@ -644,13 +652,18 @@ def _shortest_pool(x: np.ndarray) -> _Pool:
     for rows in odd:
         for row in rows.tolist():
             values[row] = raw(float.__repr__(values[row]).encode())
-    return _json_array_pool(_FLOAT_WRITER.encode(values), len(values))
+    pool = _json_array_pool(_FLOAT_WRITER.encode(values), len(values))
+    if pool is None:  # not one value between each two commas: never seen, but then repr
+        return _texts_pool(["null" if v != v else float.__repr__(v) for v in x.tolist()])
+    return pool
 
 
-def _json_array_pool(encoded: bytes, m: int) -> _Pool:
+def _json_array_pool(encoded: bytes, m: int) -> _Pool | None:
     """The ``m`` values of a JSON array whose values contain no comma (numbers, ``null``)."""
     raw = np.frombuffer(encoded, dtype=np.uint8)
     commas = np.flatnonzero(raw == ord(","))
+    if len(commas) != m - 1 or raw[0] != ord("[") or raw[-1] != ord("]"):
+        return None
     offsets = np.empty(2 * m + 1, dtype=np.int64)
     offsets[0] = 1
     offsets[1:-2:2] = commas  # value i ends at the comma after it, the comma is a text of its own
@@ -731,6 +744,8 @@ def _time_texts(values: np.ndarray, per_second: int) -> _Pool | None:
     if not len(valid):
         return _time_pool(values, per_second)
     for step in (60 * per_second, per_second) if per_second > 1 else (60,):
+        if np.any(valid[:64] % step):  # most often answered here
+            continue
         slots = valid // step
         if not np.array_equal(slots * step, valid):
             continue
@@ -784,7 +799,7 @@ def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
     words[:, 1] = tail[day]
     words[:, 2] = _time_of_day_words()[second_of_day]
     if nanos is None:
-        text.view(np.uint16)[:, 12] = int.from_bytes(b'Z"', "little")
+        text.view(np.uint16)[:, 12] = np.frombuffer(b'Z"', dtype=np.uint16)[0]
         end = 26
     else:
         # ".ddd" + "dddd" + "dd" (bytes 24-27, 28-31, 32-33), trailing zeros (and a zero fraction) cut
@@ -811,7 +826,7 @@ def _time_pool(values: np.ndarray, per_second: int) -> _Pool | None:
     if has_nat:
         text[nat, 4:8] = np.frombuffer(b"null", dtype=np.uint8)
         end = np.where(nat, 8, end)
-    return _padded_pool(text, end, 4)
+    return _padded_pool(text, 4, end)
 
 
 def _epoch_values(series: pd.Series) -> tuple[np.ndarray, int] | None:
@@ -894,7 +909,7 @@ def _digit_tables(width: int, point: bool = False) -> tuple[np.ndarray, np.ndarr
     zeros = np.zeros(10**width, dtype=np.int8)
     for k in range(1, width + 1):
         zeros += values % 10**k == 0
-    return text.view(f"<u{size}").reshape(-1), zeros
+    return text.view(f"u{size}").reshape(-1), zeros
 
 
 @cache
@@ -958,6 +973,8 @@ def _join(parts: Parts, n: int, runs: _Runs | None) -> bytes:
     pools = [_as_pool(p) for p in parts]
     size = sum(_size(pool, n, runs) for pool in pools)
     data, offsets, bases = _concat(pools)
+    for pool in pools:  # their texts are in the joined buffer now: free them before the output exists
+        pool.data = None
     binary = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
     texts = pa.Array.from_buffers(binary, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     index_type = np.int32 if len(offsets) <= _INT32_MAX else np.int64
@@ -1071,11 +1088,15 @@ def _gather(parts: Parts, m: int) -> _Pool | None:
             index[:, column] = base + pool.first
         else:
             np.add(pool.at(rows), base, out=index[:, column], casting="unsafe")
-    texts = pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    texts = pa.Array.from_buffers(
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     try:
         joined = texts.take(pa.array(index.reshape(-1)))
     except (pa.ArrowCapacityError, pa.ArrowInvalid):
         return None
+    for pool in pools:
+        pool.data = None
     _, offsets, data = joined.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
     data = np.empty(0, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)

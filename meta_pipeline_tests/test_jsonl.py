@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from pathlib import Path
+from unittest import mock
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meta_pipeline import jsonl
 from meta_pipeline.export import EXPORT_FIELDS
 from meta_pipeline.jsonl import encode_rows
 from meta_pipeline_tests.jsonl_oracle import to_jsonl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_encode import synthetic_rows  # noqa: E402
 
 NS_LOW = pd.Timestamp("1678-01-01", tz="UTC").value
 NS_HIGH = pd.Timestamp("2262-01-01", tz="UTC").value
@@ -92,12 +101,6 @@ def test_byte_identical_to_export(rows):
 
 
 def test_typical_rows_byte_identical():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_encode import synthetic_rows
-
     for full in (False, True):
         rows = synthetic_rows(3_000, full_precision_prices=full, seed=7)
         rows.loc[5:9, "exit_price"] = np.nan
@@ -216,4 +219,237 @@ def test_nanosecond_fractions_are_written_exactly_on_the_fast_path():
     ]  # fmt: skip
     rows = _one_row().head(1).loc[[0] * len(stamps)].reset_index(drop=True)
     rows["ts"] = series
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+# ------------------------------------------------------------------ the fast paths, one by one
+# Every fast path of the encoder is driven here against the oracle: the property test above on small
+# limits (few-decimal floats on small columns, many join blocks), and dedicated strategies for the
+# paths that need more rows than the frames above have (number tables, bar-time tables, runs).
+
+
+def test_msgspec_writes_floats_as_repr_here():
+    # the float fast path is only taken where msgspec agrees with repr (checked at import)
+    assert jsonl._MSGSPEC_FLOATS
+
+
+@contextlib.contextmanager
+def small_limits(**limits):
+    """The encoder with its size thresholds lowered, so small inputs take the paths meant for big ones."""
+    defaults = {"_FIXED_MIN_ROWS": 1, "BLOCK_ROWS": 7}
+    with mock.patch.multiple(jsonl, **{**defaults, **limits}):
+        yield
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(frames())
+def test_byte_identical_with_small_limits(rows):
+    with small_limits():
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def _frame(n: int, **columns) -> pd.DataFrame:
+    """``n`` rows of ``_one_row``'s values, with ``columns`` instead."""
+    frame = _one_row().head(1).loc[[0] * n].reset_index(drop=True)
+    for name, values in columns.items():
+        frame[name] = values
+    return frame
+
+
+few_digits = st.one_of(st.integers(0, 999), st.integers(0, 10**8), st.integers(0, 10**15 - 1))
+
+
+@st.composite
+def decimal_columns(draw) -> pd.DataFrame:
+    """Columns of decimals with a few digits (prices, rounded scores) — k / 10**d — with a few other
+    floats among them, in runs or not."""
+    repeat = draw(st.sampled_from([1, 3]))
+    n = draw(st.integers(256, 320)) * repeat
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    columns = {}
+    for name in FLOAT_FIELDS:
+        d = draw(st.integers(0, 6))
+        high = draw(few_digits)
+        k = rng.integers(0, high + 1, n // repeat) * (
+            rng.choice([-1, 1], n // repeat) if draw(st.booleans()) else 1
+        )
+        x = np.repeat(k / 10.0**d, repeat)
+        others = draw(st.lists(st.tuples(st.integers(0, n - 1), any_float), max_size=n // 8))
+        for row, value in others:
+            x[row] = value
+        columns[name] = x
+    return _frame(n, **columns)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(decimal_columns())
+def test_few_decimal_floats_byte_identical(rows):
+    with small_limits(_FIXED_MIN_ROWS=256, BLOCK_ROWS=100):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_few_decimal_floats_take_the_number_tables():
+    n = 3 * jsonl._FIXED_MIN_ROWS
+    prices = np.round(np.random.default_rng(1).normal(0, 1, n) * 1e5, 2)
+    prices[[3, 500]] = [-0.0, 0.30000000000000004]  # the second is not a 2-decimal number: the other path
+    pool, other = jsonl._fixed_point(prices)
+    assert other.tolist() == [500]
+    rows = _frame(n, exit_price=prices, entry_price=np.repeat(prices[::3], 3))
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+bar_steps = st.sampled_from([60 * 10**9, 10**9, 3600 * 10**9])
+
+
+@st.composite
+def bar_time_frames(draw) -> pd.DataFrame:
+    """Times on whole minutes / seconds (bar opens, bar closes) within a short span, in any unit, with
+    missing ones: the times are written through a table of every minute (second) in their range."""
+    n = draw(st.integers(64, 200))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    columns = {}
+    for name in ("ts", "entry_time", "exit_time"):
+        step = draw(bar_steps)
+        first = draw(st.integers(NS_LOW, NS_HIGH - 10**15)) // step * step
+        slots = draw(st.integers(2, 3 * n))
+        values = first + rng.integers(0, slots, n) * step
+        missing = rng.random(n) < draw(st.sampled_from([0.0, 0.0, 0.1, 1.0]))
+        times = pd.Series(np.where(missing, np.iinfo(np.int64).min, values).view("datetime64[ns]"))
+        columns[name] = times.dt.tz_localize("UTC").dt.as_unit(draw(st.sampled_from(["ns", "us", "ms", "s"])))
+    return _frame(n, **columns)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bar_time_frames())
+def test_bar_times_byte_identical(rows):
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_bar_times_take_the_time_table():
+    minute = 60 * 10**9
+    values = pd.Timestamp("2025-01-01", tz="UTC").value + np.arange(1000) % 37 * minute
+    pool = jsonl._time_texts(values, 10**9)
+    assert len(pool.offsets) < 200  # one text per minute in range, not per row
+    rows = _frame(1000, exit_time=pd.Series(values.view("datetime64[ns]")).dt.tz_localize("UTC"))
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_repeated_fields_are_joined_once_per_run():
+    rows = synthetic_rows(3_000, seed=3)
+    runs, repeated = jsonl._Runs.of([rows[name] for name in EXPORT_FIELDS])
+    assert len(runs.heads) == 1_000
+    assert [name for name, r in zip(EXPORT_FIELDS, repeated, strict=True) if not r] == [
+        "exit_price", "horizon_hours", "realized_pnl_bps", "exit_time", "net_pnl_bps",
+    ]  # fmt: skip
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_more_than_two_gib_paths():
+    # int64 offsets, large_binary, int64 gather indices and no joining of repeated fields: what the
+    # encoder does when its texts outgrow 2 GiB, here on small texts
+    rows = synthetic_rows(3_000, seed=5)
+    rows.loc[7:9, "score_final"] = np.nan
+    with small_limits(_INT32_MAX=1000, BLOCK_ROWS=512):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(frames())
+def test_floats_without_msgspec_byte_identical(rows):
+    with small_limits(_MSGSPEC_FLOATS=False):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_infinity_among_few_decimal_floats_raises_like_export():
+    n = 2 * jsonl._FIXED_MIN_ROWS
+    prices = np.round(np.random.default_rng(4).normal(0, 1, n) * 100, 2)
+    prices[[250, 401]] = [float("-inf"), float("inf")]
+    rows = _frame(n, exit_price=prices, score_final=np.repeat(prices[::2], 2))
+    with pytest.raises(ValueError) as theirs:
+        expected(rows)
+    with pytest.raises(ValueError) as ours:
+        encode_rows(rows, EXPORT_FIELDS)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_mostly_other_floats_skip_the_number_tables():
+    n = 768 * (-(-jsonl._FIXED_MIN_ROWS // 768))
+    x = np.random.default_rng(6).normal(0, 1, n)
+    x[:: n // 256] = np.round(x[:: n // 256], 2)  # the rows sampled look like 2-decimal numbers, most are not
+    assert jsonl._fixed_point(x) is None
+    rows = _frame(n, realized_pnl_bps=x)
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_runs_that_do_not_line_up_are_not_used():
+    # two fields repeating in runs, but not the same runs: together they change on most rows
+    n = 600
+    rows = _frame(n, entry_price=np.arange(n) // 2 * 1.5, confidence=(np.arange(n) + 1) // 2 * 0.25)
+    assert jsonl._Runs.of([rows[name] for name in EXPORT_FIELDS])[0] is None
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_other_value_dtypes_byte_identical():
+    n = 300
+    rows = _frame(
+        n,
+        confidence=np.arange(n) % 7 == 0,  # bool
+        score_final=np.arange(n, dtype=np.int64) * 10**15,  # ints, not a small range
+        entry_price=np.arange(n, dtype=np.int32) % 5,  # ints, a small range
+        agent=pd.Categorical([f"agent {i}" for i in range(n)]),  # more categories than a table holds
+        ts=pd.Series(pd.date_range("2024-03-01", periods=n, freq="37s")),  # naive times
+    )
+    with small_limits(_MAX_TABLE=64):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+@pytest.mark.parametrize("year", [999, 10_000])
+def test_years_strftime_writes_otherwise_take_the_per_value_path(year):
+    times = pd.Series(np.full(100, (year - 1970) * 31_556_952, dtype=np.int64).view("datetime64[s]"))
+    rows = _frame(100, entry_time=times.dt.tz_localize("UTC"))
+    rows.loc[::3, "entry_time"] = pd.NaT
+    assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+def test_no_fields():
+    rows = _one_row()
+    assert encode_rows(rows, []) == b"{}\n" * len(rows)
+
+
+def test_float_texts_fall_back_to_repr_if_msgspec_misplaces_a_comma():
+    rows = synthetic_rows(500, full_precision_prices=True, seed=8)
+    with mock.patch.object(jsonl, "_json_array_pool", lambda encoded, m: None):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+@pytest.mark.parametrize("advice", [True, False])
+def test_large_output_with_and_without_huge_page_advice(advice):
+    rows = synthetic_rows(20_000, seed=2)
+    with mock.patch.object(jsonl, "_madvise", jsonl._madvise if advice else lambda: None):
+        assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
+
+
+@st.composite
+def mixed_runs_frames(draw) -> pd.DataFrame:
+    """The frames above with each row repeated a few times (runs), and some fields changing within
+    the runs: fields encoded once per run next to fields encoded per row."""
+    rows = draw(frames().filter(lambda f: len(f) >= 2))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    repeats = rng.integers(1, 2 * draw(st.integers(1, 30)), len(rows))
+    order = np.repeat(np.arange(len(rows)), np.maximum(repeats, 64 // len(rows) + 1))
+    out = rows.take(order).reset_index(drop=True)
+    for name in draw(st.lists(st.sampled_from(EXPORT_FIELDS), max_size=8, unique=True)):
+        out[name] = rows[name].take(rng.integers(0, len(rows), len(out))).reset_index(drop=True)
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(mixed_runs_frames())
+def test_mixed_runs_byte_identical(rows):
     assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
