@@ -99,8 +99,10 @@ def _check(name: str, passed: bool, description: str, **values) -> dg.AssetCheck
 
 def quality_checks(quality: history.InputQuality, policy: SupervisorPolicy) -> list[dg.AssetCheckResult]:
     """The three fleet-level blocking checks; with no trades yet every one passes ("no data yet")."""
-    if quality.matured_trades == 0 and quality.due_rows == 0:
+    if quality.empty:
         return [_check(name, True, "no data yet") for name in BLOCKING_CHECKS]
+    # telemetry without matured trades (the first day of a deployment) is not "no data": the trade
+    # check fails, so no agent is killed on a day of error counts alone
     enough = quality.matured_trades >= policy.check_min_fleet_trades
     unpriced_ok = quality.unpriced_share <= policy.check_max_unpriced_share
     coverage_ok = quality.telemetry_coverage >= policy.check_min_telemetry_coverage

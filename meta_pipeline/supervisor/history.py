@@ -190,6 +190,12 @@ class InputQuality:
     matured_trades: int
     traded_runs: int
     covered_runs: int
+    telemetry_runs: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """Nothing at all yet: no due row, no matured trade, no telemetry (a fresh root)."""
+        return self.due_rows == 0 and self.matured_trades == 0 and self.telemetry_runs == 0
 
     @property
     def unpriced_share(self) -> float:
@@ -228,4 +234,5 @@ def input_quality(
         matured_trades=len(trades),
         traded_runs=len(traded),
         covered_runs=covered,
+        telemetry_runs=len(runs),
     )

@@ -289,3 +289,15 @@ def test_the_ui_names_agents_held_only_by_the_evidence_gates(tmp_path):
     assert "no timing variation" in held
     assert "lucky" in held and "trades" in held
     assert "skilled" not in held  # promoted: not held
+
+
+def test_telemetry_before_any_trade_matured_decides_nothing(tmp_path):
+    """The first day of a deployment: runs (many erroring) but no matured trade yet. That is not
+    "no data": the fleet-trades check fails, so nobody is killed on error counts alone."""
+    runs = _telemetry(_rows("flaky", 10, _skilled), errors=1.0)
+    write_history(tmp_path, [], runs)
+    result = materialize(tmp_path)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks[sup.CHECK_ENOUGH_TRADES].passed
+    assert kill_switch.killed_agents(root=tmp_path) == []
+    assert not (tmp_path / names.DECISIONS_FILE).exists()
