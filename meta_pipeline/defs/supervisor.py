@@ -273,6 +273,11 @@ def agent_decisions(
     table = _read_stats(data_root)
     killed_before = kill_switch.killed_agents(root=data_root.path)
     verdicts = decisions.decide(table, policy, killed=killed_before)
+    combined = table.join(verdicts)
+    # everything that can fail (e.g. an allocation cap too small for the agents that qualify) is
+    # computed before the kill switch is touched: a failed step changes nothing
+    weights = _weights(combined, data_root, policy)
+    gates = decisions.gate_table(table, policy)
     applied = []
     for agent, row in verdicts[verdicts["decision"].isin([decisions.KILL, decisions.RETIRE])].iterrows():
         kill_switch.kill_agent(
@@ -281,9 +286,6 @@ def agent_decisions(
         applied.append(str(agent))
     if applied:
         context.log.warning(f"kill switch applied to {len(applied)} agent(s): {', '.join(applied)}")
-    combined = table.join(verdicts)
-    weights = _weights(combined, data_root, policy)
-    gates = decisions.gate_table(table, policy)
     stored = combined.assign(failed_gates=combined["failed_gates"].map(", ".join)).reset_index()
     data_root.warehouse.write_table(names.AGENT_DECISIONS, stored)
     severity = "high" if float(table["pnl_sum_bps"].sum()) < 0 else "low"

@@ -301,3 +301,11 @@ def test_telemetry_before_any_trade_matured_decides_nothing(tmp_path):
     assert not checks[sup.CHECK_ENOUGH_TRADES].passed
     assert kill_switch.killed_agents(root=tmp_path) == []
     assert not (tmp_path / names.DECISIONS_FILE).exists()
+
+
+def test_an_impossible_allocation_cap_fails_before_the_kill_switch_is_touched(tmp_path):
+    fleet(tmp_path)
+    result = materialize(tmp_path, allocation_cap=0.5)  # one agent qualifies: 0.5 × 1 < 1
+    assert not result.success
+    assert kill_switch.kill_log(root=tmp_path) == []  # "loser" would be killed: nothing was applied
+    assert not (tmp_path / names.DECISIONS_FILE).exists()
