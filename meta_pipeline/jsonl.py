@@ -1,37 +1,49 @@
 """Column-wise JSON Lines encoder of the export, byte-identical to building one dict per row and
 calling ``json.dumps`` on it (the reference: ``meta_pipeline_tests/jsonl_oracle.py``, ~40k rows/s).
 
-Each column is formatted once into JSON texts with vectorised kernels (numpy, msgspec, pyarrow), kept
-as a *pool*: one binary buffer of texts plus, per row, which text is that row's (a column whose rows
-repeat — the signal-level fields of reconciled rows, small tables such as categoricals — formats each
-distinct value once and only points at it). The constant key text between the columns is folded into
-the small tables where it can be. The file is then one gather: all pools are concatenated into a single
-Arrow binary array and one ``take`` per block of rows, with the indices in row-major order, writes the
-pieces of every line one after the other — the joined block is the block's bytes, copied once into the
-output (~1M rows/s on one core).
+Each column is formatted once into JSON texts with vectorised kernels (numpy, msgspec, pyarrow) and
+kept as a *pool*: one buffer of texts plus, per row, which text is that row's — so a value met again
+(a category, a bar time, a signal's fields repeated on each of its horizon rows) is formatted once and
+only pointed at. The constant key text between the columns is folded into the neighbouring small
+tables. Then:
+
+* runs: where rows come in runs that repeat some fields (reconciled rows: a signal's fields once per
+  horizon), those columns are encoded for the first row of each run only, and neighbouring ones are
+  joined once per run (one Arrow ``take``), so a line has fewer pieces left to join;
+* the lines: all texts go into one Arrow binary array, and one ``take`` per block of rows, with the
+  text numbers in row-major order, writes the pieces of every line one after the other — the block's
+  bytes, copied straight into the output, whose size is known beforehand (``bytes`` allocated once,
+  written in place, backed by transparent huge pages where Linux offers them).
+
+~1.2M rows/s on one core for the benchmark's rows (``benchmarks/bench_encode.py``).
 
 Exactness, column by column (the slow, obviously-correct per-value path of the reference is kept as
 the fallback for every dtype that has no fast path, so unusual input is still encoded identically):
 
-* floats: msgspec's float writer (shortest round-trip digits, as Python's ``repr``) on the column's
-  values as one JSON array, split at the commas; NaN → ``null``. msgspec and ``repr`` agree in fixed
-  notation (``1e-4 <= |x| < 1e16`` and zero, checked at import time on probe values, otherwise the
-  per-value ``repr`` path is used); outside that range, where the two spell exponents differently,
-  the value's ``float.__repr__`` is passed to msgspec as raw text. ±inf raises ``ValueError`` exactly
-  as ``json.dumps(..., allow_nan=False)`` does.
+* floats: a column of decimals with few digits (prices, rounded scores: ``k / 10**d``, ``d <= 4``,
+  ``|k| < 10**15``) is written from digit tables — for such a value ``repr``'s shortest round-trip
+  digits are the decimal's own (see :func:`_fixed_point`); every other value by msgspec's float writer
+  (shortest round-trip digits too) on the values as one JSON array, split at the commas. msgspec and
+  ``repr`` agree in fixed notation (``1e-4 <= |x| < 1e16`` and zero; checked at import time on probe
+  values, otherwise ``repr`` itself is used); outside that range, where the two spell exponents
+  differently, ``float.__repr__`` is passed to msgspec as raw text. NaN → ``null``; ±inf raises
+  ``ValueError`` exactly as ``json.dumps(..., allow_nan=False)`` does.
 * strings: the UTF-8 bytes are scanned once for ``"``, ``\\`` and control characters; only strings
   containing one go through ``json.dumps`` (``ensure_ascii=False``: non-ASCII is written as is).
   Categoricals: each category is encoded once and taken by code. Lone surrogates cannot be UTF-8
   encoded: ``UnicodeEncodeError``, as ``.encode("utf-8")`` of the reference's text raises.
 * timestamps: :func:`iso_utc` — seconds, then the fraction to the nanosecond with trailing zeros
   (and an all-zero fraction) stripped, plus ``Z``; finer than a microsecond takes the slow path
-  (floored) — reproduced here from the int64 epoch values, each whole quoted text written into a
-  fixed-width numpy row from cached date / time-of-day / digit tables. NaT → ``null``.
+  (floored) — reproduced here from the int64 epoch values, each quoted text written into a
+  fixed-width numpy row a machine word at a time from cached date / time-of-day / digit tables, or
+  looked up in a table of every minute (second) in range for times on whole minutes (seconds), as bar
+  times are. NaT → ``null``.
 * ``horizon_hours``: integer text when whole (``int(h)``), float text otherwise; ``status``:
   ``str(value)`` (a missing status is the string ``"nan"``, as in the reference).
 
 Errors: the reference raises on the first bad cell in row order (``json.dumps``), and only after all rows
-are dumped fails on a lone surrogate (``.encode``); the same priority is kept here.
+are dumped fails on a lone surrogate (``.encode``); the same priority is kept here (a column encoded
+once per run reports the first row of the run).
 """
 
 from __future__ import annotations
@@ -509,12 +521,6 @@ def _float_pool(x: np.ndarray) -> _Pool:
     return pool
 
 
-# --- few decimals: prices, rounded scores. If x is the double nearest to k / 10**d with |k| < 10**15
-# (at most 15 significant digits), the shortest text that reads back as x — repr's digits — is that
-# decimal's (any two decimals of at most 15 digits round to different doubles), so the text is k's
-# digits with the point d places from the right, trailing fraction zeros stripped (one kept). k / 10**d
-# is one correctly rounded division, and 1e-4 <= |x| < 1e16 (fixed notation) holds for k != 0, d <= 4.
-
 _MAX_DECIMALS = 4
 _FIXED_MIN_ROWS = 2048  # below this, numpy's cost per call is more than it saves
 
@@ -530,8 +536,16 @@ def _decimals(sample: np.ndarray) -> int | None:
 
 
 def _fixed_point(x: np.ndarray) -> tuple[_Pool, np.ndarray] | None:
-    """The texts of the rows that are decimals with few digits, and the rows that are not; ``None``
-    when too few are (the caller formats every row the general way)."""
+    """The texts of the rows that are decimals with few digits (prices, rounded scores), and the rows
+    that are not; ``None`` when too few are (the caller formats every row the general way).
+
+    If x is the double nearest to k / 10**d with |k| < 10**15 (at most 15 significant digits) — which
+    ``rint(x * 10**d) / 10**d == x`` tells, a division being correctly rounded — the shortest text that
+    reads back as x, ``repr``'s digits, is that decimal's: two decimals of at most 15 significant digits
+    never round to the same double (DBL_DIG), so no shorter one reads back as x either. The text is then
+    k's digits with the point d places from the right, trailing fraction zeros dropped (one kept), in
+    fixed notation as ``repr`` writes it (1e-4 <= |x| < 1e16 holds for k != 0, d <= 4), "-" for a
+    negative sign bit (-0.0 too)."""
     m = len(x)
     if m < _FIXED_MIN_ROWS:
         return None
@@ -631,44 +645,71 @@ def _shortest_pool(x: np.ndarray) -> _Pool:
         magnitude = np.abs(x)
         large = magnitude >= _FIXED_HIGH  # ±inf, and scientific notation
         small = magnitude < _FIXED_LOW  # zero, and scientific notation
-    values = x.tolist()
-    odd = []
+    odd = np.empty(0, dtype=np.intp)
     if large.any():
-        rows = np.flatnonzero(large)
-        infinite = np.isinf(x[rows])
+        odd = np.flatnonzero(large)
+        infinite = np.isinf(x[odd])
         if infinite.any():
-            row = int(rows[np.argmax(infinite)])
+            row = int(odd[np.argmax(infinite)])
             try:
-                _dumps(values[row])
+                _dumps(float(x[row]))
             except ValueError as error:
                 raise _CellError(row, error) from None
-        odd.append(rows)
     if small.any():
         rows = np.flatnonzero(small)
-        odd.append(rows[x[rows] != 0])
+        odd = np.union1d(odd, rows[x[rows] != 0])
     if not _MSGSPEC_FLOATS:
-        return _texts_pool(["null" if v != v else float.__repr__(v) for v in values])
-    raw = msgspec.Raw
-    for rows in odd:
-        for row in rows.tolist():
-            values[row] = raw(float.__repr__(values[row]).encode())
-    pool = _json_array_pool(_FLOAT_WRITER.encode(values), len(values))
-    if pool is None:  # not one value between each two commas: never seen, but then repr
-        return _texts_pool(["null" if v != v else float.__repr__(v) for v in x.tolist()])
-    return pool
+        return _repr_pool(x)
+    # a chunk at a time, so the Python floats and the text of a chunk reuse the memory of the chunk
+    # before; the texts are gathered in a numpy buffer
+    chunk = bytearray()
+    encoded = np.empty(_FLOAT_TEXTS * len(x) + 2, dtype=np.uint8)
+    ends = []
+    at = 0
+    for start in range(0, len(x), _FLOAT_CHUNK):
+        values = x[start : start + _FLOAT_CHUNK].tolist()
+        if len(odd):
+            first, last = np.searchsorted(odd, [start, start + _FLOAT_CHUNK])
+            for row in (odd[first:last] - start).tolist():
+                values[row] = msgspec.Raw(float.__repr__(values[row]).encode())
+        _FLOAT_WRITER.encode_into(values, chunk)
+        if at + len(chunk) > len(encoded):
+            encoded = np.concatenate([encoded, np.empty(len(encoded) + len(chunk), dtype=np.uint8)])
+        encoded[at : at + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        at += len(chunk)
+        ends.append(at)
+    pool = _json_arrays_pool(encoded[:at], ends, len(x))
+    return _repr_pool(x) if pool is None else pool
 
 
-def _json_array_pool(encoded: bytes, m: int) -> _Pool | None:
-    """The ``m`` values of a JSON array whose values contain no comma (numbers, ``null``)."""
-    raw = np.frombuffer(encoded, dtype=np.uint8)
-    commas = np.flatnonzero(raw == ord(","))
-    if len(commas) != m - 1 or raw[0] != ord("[") or raw[-1] != ord("]"):
-        return None
+_FLOAT_CHUNK = 1 << 14
+# bytes per value that hold every chunk: at most 24 a text ("-2.2250738585072014e-308"), a comma,
+# and a chunk's brackets (at most 1 a value)
+_FLOAT_TEXTS = 26
+
+
+def _repr_pool(x: np.ndarray) -> _Pool:
+    return _texts_pool(["null" if v != v else float.__repr__(v) for v in x.tolist()])
+
+
+def _json_arrays_pool(raw: np.ndarray, ends: list[int], m: int) -> _Pool | None:
+    """The ``m`` values of JSON arrays one after the other (``ends``: where each ends) of
+    ``_FLOAT_CHUNK`` values each (the last: the rest), values with no comma (numbers, ``null``);
+    None if that is not what ``raw`` holds (never seen: the caller then uses ``repr``)."""
     offsets = np.empty(2 * m + 1, dtype=np.int64)
-    offsets[0] = 1
-    offsets[1:-2:2] = commas  # value i ends at the comma after it, the comma is a text of its own
-    offsets[2:-1:2] = commas + 1
-    offsets[-2:] = len(raw) - 1  # the "]"
+    begin = value = 0
+    for end in ends:
+        count = min(_FLOAT_CHUNK, m - value)
+        commas = np.flatnonzero(raw[begin:end] == ord(",")) + begin
+        if len(commas) != count - 1 or raw[begin] != ord("[") or raw[end - 1] != ord("]"):
+            return None
+        at = 2 * value  # value i is text 2 i; the comma (or "][") after it is one more
+        offsets[at] = begin + 1
+        offsets[at + 1 : at + 2 * count - 1 : 2] = commas
+        offsets[at + 2 : at + 2 * count - 1 : 2] = commas + 1
+        offsets[at + 2 * count - 1] = end - 1
+        begin, value = end, value + count
+    offsets[-1] = offsets[-2]
     return _Pool(raw, offsets, stride=2)
 
 
@@ -959,7 +1000,33 @@ def _simplify(parts: Parts) -> Parts:
             folded[-1] = _Table(texts, codes, part.repeated)
         else:
             folded.append(part)
-    return folded
+    # the constant text left between pools goes into a neighbour with few texts (say, times looked
+    # up in a table of minutes): rewritten once per text, not gathered once per row
+    joined: Parts = []
+    for i, part in enumerate(folded):
+        if isinstance(part, str) and joined and _few_texts(joined[-1]):
+            joined[-1] = _around(joined[-1], "", part)
+        elif isinstance(part, str) and i + 1 < len(folded) and _few_texts(folded[i + 1]):
+            folded[i + 1] = _around(folded[i + 1], part, "")
+        else:
+            joined.append(part)
+    return joined
+
+
+def _few_texts(part) -> bool:
+    """A pool pointing at fewer texts than a quarter of its rows."""
+    return isinstance(part, _Pool) and part.index is not None and 4 * len(part.offsets) <= len(part.index)
+
+
+def _around(pool: _Pool, prefix: str, suffix: str) -> _Pool:
+    """``pool`` with ``prefix`` before and ``suffix`` after each of its texts."""
+    texts = len(pool.offsets) - 1
+    parts = [_constant_pool(prefix), _Pool(pool.data, pool.offsets), _constant_pool(suffix)]
+    joined = _gather(parts, texts)
+    if joined is None:
+        return pool
+    joined.index, joined.repeated = pool.index, pool.repeated
+    return joined
 
 
 def _join(parts: Parts, n: int, runs: _Runs | None) -> bytes:
@@ -1082,12 +1149,14 @@ def _gather(parts: Parts, m: int) -> _Pool | None:
     if offsets.dtype != np.int32:
         return None
     index = np.empty((m, len(pools)), dtype=np.int32)
-    rows = np.arange(m)
     for column, (pool, base) in enumerate(zip(pools, bases, strict=True)):
-        if pool.index is None and pool.stride == 0:
+        if pool.index is not None:
+            np.add(pool.index, base, out=index[:, column], casting="unsafe")
+        elif pool.stride == 0:
             index[:, column] = base + pool.first
         else:
-            np.add(pool.at(rows), base, out=index[:, column], casting="unsafe")
+            first = base + pool.first
+            index[:, column] = np.arange(first, first + pool.stride * m, pool.stride)
     texts = pa.Array.from_buffers(
         pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )

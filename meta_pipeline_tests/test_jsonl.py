@@ -236,7 +236,7 @@ def test_msgspec_writes_floats_as_repr_here():
 @contextlib.contextmanager
 def small_limits(**limits):
     """The encoder with its size thresholds lowered, so small inputs take the paths meant for big ones."""
-    defaults = {"_FIXED_MIN_ROWS": 1, "BLOCK_ROWS": 7}
+    defaults = {"_FIXED_MIN_ROWS": 1, "BLOCK_ROWS": 7, "_FLOAT_CHUNK": 3, "_FLOAT_TEXTS": 4}
     with mock.patch.multiple(jsonl, **{**defaults, **limits}):
         yield
 
@@ -422,7 +422,7 @@ def test_no_fields():
 
 def test_float_texts_fall_back_to_repr_if_msgspec_misplaces_a_comma():
     rows = synthetic_rows(500, full_precision_prices=True, seed=8)
-    with mock.patch.object(jsonl, "_json_array_pool", lambda encoded, m: None):
+    with mock.patch.object(jsonl, "_json_arrays_pool", lambda encoded, ends, m: None):
         assert encode_rows(rows, EXPORT_FIELDS) == expected(rows)
 
 
