@@ -52,10 +52,6 @@ def window_days(data_root: DataRoot, policy: SupervisorPolicy) -> list[str] | No
     return [key for key in keys if date.fromisoformat(key) >= first - timedelta(days=1)]
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
 @dg.asset(
     name=names.CONFIDENCE_STATE,
     group_name=names.SUPERVISOR_GROUP,
