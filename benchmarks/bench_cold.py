@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -89,6 +90,21 @@ def write_inputs(root: Path, n: int, days: int, seed: int = 3) -> None:
             )
 
 
+def run_durations(home: Path) -> list[tuple[str, float]]:
+    """(job name, wall seconds from start to end) of every run recorded in the instance at ``home``."""
+    code = (
+        "import dagster as dg, json\n"
+        "with dg.DagsterInstance.get() as i:\n"
+        "    rs = i.get_run_records()\n"
+        "    print(json.dumps([(r.dagster_run.job_name, r.end_time - r.start_time) for r in reversed(rs)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [tuple(x) for x in json.loads(out.stdout)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,6 +116,7 @@ def main() -> None:
     if args.days + REACH_DAYS > 22:
         parser.error("the committed klines cover 22 days: --days at most 20")
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     work = Path(tempfile.mkdtemp(prefix="bench_cold_"))
     try:
         root, home = work / "root", work / "dagster_home"
@@ -127,6 +144,7 @@ def main() -> None:
             )  # fmt: skip
             total = time.perf_counter() - t0
             requests = fx.count()
+            runs = run_durations(home)
         if proc.returncode:
             sys.exit(proc.stderr[-3000:])
         lines = (root / "alpha" / "reconciled.jsonl").read_text().count("\n")
@@ -138,6 +156,8 @@ def main() -> None:
         print(
             f"  of which process start + definitions load: {load:.2f} s; the run itself: {total - load:.2f} s"
         )
+        for job, seconds in runs:
+            print(f"    run of {job}: {seconds:.2f} s")
         print(
             f"a per-signal pricer: {6 * args.signals} requests ≈ {6 * args.signals * args.latency:.0f} s of latency alone"
         )

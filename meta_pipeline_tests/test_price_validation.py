@@ -9,6 +9,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meta_pipeline.prices import (
     BAR_COLUMNS,
@@ -21,11 +23,13 @@ from meta_pipeline.prices import (
     FileSource,
     PriceFetcher,
     build_sources,
+    normalize_bars,
     read_kline_csv,
     read_kline_csv_checked,
     validate_bars,
 )
-from meta_pipeline.prices.model import make_bars
+from meta_pipeline.prices.model import MINUTE_NS, make_bars
+from meta_pipeline_tests.bars_reference import reference_normalize_bars, reference_validate_bars
 from meta_pipeline_tests.fake_exchange import MARKET_DATA_DIR, FakeExchange
 
 FAST = {
@@ -330,3 +334,62 @@ def test_a_source_sending_only_impossible_bars_hands_over(fake_exchange):
     res = fetch(fake_exchange, "binance,coinbase,files", "BTCUSDT", D(2024, 3, 5))
     assert res.attempts[0] == "binance: no bars (dropped: non_positive 1440)"
     assert res.source == "files" and res.complete and res.rejected_bars == {}
+
+
+# ------------------------------------------------ the column-pass implementation equals the pandas one
+_T0 = pd.Timestamp("2024-03-01", tz="UTC").value
+
+
+@st.composite
+def _bar_frames(draw):
+    n = draw(st.integers(1, 40))
+    price = st.one_of(
+        st.floats(1.0, 2.0), st.sampled_from([0.0, -1.0, np.nan, np.inf, 2e9]), st.floats(0.5, 3.0)
+    )
+    minutes = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
+    off = draw(st.lists(st.sampled_from([0, 0, 0, 0, 14_800_000_000]), min_size=n, max_size=n))
+    cols = {k: draw(st.lists(price, min_size=n, max_size=n)) for k in ("open", "high", "low", "close")}
+    volume = draw(st.lists(st.sampled_from([0.0, 1.0, 2.5, -1.0, np.nan]), min_size=n, max_size=n))
+    df = pd.DataFrame(
+        {
+            "instrument": pd.Series(
+                draw(st.lists(st.sampled_from(["BTCUSDT", "ETHUSDT", "AAVEUSDT"]), min_size=n, max_size=n))
+                if draw(st.booleans())
+                else ["BTCUSDT"] * n,
+                dtype=str,
+            ),
+            "open_time": pd.to_datetime(
+                [_T0 + m * MINUTE_NS + o for m, o in zip(minutes, off, strict=True)], unit="ns", utc=True
+            ),
+            **cols,
+            "volume": volume,
+            "source": pd.Series(
+                draw(st.lists(st.sampled_from(["binance", "files"]), min_size=n, max_size=n)), dtype=str
+            ),
+        }
+    )
+    if draw(st.booleans()):
+        df["trades"] = draw(st.lists(st.sampled_from([np.nan, 0.0, 3.0]), min_size=n, max_size=n))
+    if draw(st.booleans()):  # a frame with a non-default index, as a filtered frame has
+        df.index = df.index * 3 + 7
+    return df
+
+
+_window = st.sampled_from(
+    [None, pd.Timestamp(_T0 + 2 * MINUTE_NS, tz="UTC"), pd.Timestamp(_T0 + 9 * MINUTE_NS + 1, tz="UTC")]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(df=_bar_frames(), start=_window, end=_window, duplicates=st.sampled_from(["drop", "last"]))
+def test_validate_bars_matches_the_pandas_reference(df, start, end, duplicates):
+    got, got_counts = validate_bars(df, start, end, duplicates=duplicates)
+    want, want_counts = reference_validate_bars(df, start, end, duplicates=duplicates)
+    assert got_counts == want_counts
+    pd.testing.assert_frame_equal(got, want)
+
+
+@settings(max_examples=400, deadline=None)
+@given(df=_bar_frames(), start=_window, end=_window)
+def test_normalize_bars_matches_the_pandas_reference(df, start, end):
+    pd.testing.assert_frame_equal(normalize_bars(df, start, end), reference_normalize_bars(df, start, end))

@@ -214,7 +214,8 @@ def validate_bars(
     - ``low_above_high``, ``high_below_open_close`` (high < max(open, close)),
       ``low_above_open_close`` (low > min(open, close)): a bar whose range does not hold its own open
       and close is corrupt;
-    - ``off_minute``: a 1-minute bar opens on a whole UTC minute; 16:00:14.8 is not one;
+    - ``off_minute``: a 1-minute bar opens on a whole UTC minute; 16:00:14.8 is not one (nor is a
+      missing open time);
     - ``duplicate_minute`` (``duplicates="drop"``, for API responses): two or more rows for one
       (instrument, open_time) are all dropped and all counted, since the response cannot say which is
       right. With ``duplicates="last"`` (dump files) the LATER row wins silently before any check, as a
@@ -226,55 +227,45 @@ def validate_bars(
     The returned frame has :data:`BAR_COLUMNS` only and passed :func:`normalize_bars`; the dict holds
     the non-zero counts in :data:`REJECT_REASONS` order. Raises ``ValueError`` for an unknown
     ``duplicates`` mode.
+
+    Every step works on NumPy columns (one day of one symbol is checked several times per fetch: by
+    each page and by the fetcher), so the cost is a few column passes, not pandas row operations.
     """
     if duplicates not in ("drop", "last"):
         raise ValueError(f"duplicates must be 'drop' or 'last', got {duplicates!r}")
     if df.empty:
         return empty_bars(), {}
-    out = df.copy()
-    out["open_time"] = pd.to_datetime(out["open_time"], utc=True).astype("datetime64[ns, UTC]")
-    keep = np.ones(len(out), dtype=bool)
-    if start is not None:
-        keep &= (out["open_time"] >= to_utc(start)).to_numpy()
-    if end is not None:
-        keep &= (out["open_time"] < to_utc(end)).to_numpy()
-    out = out.loc[keep]
+    cols = _BarColumns.of(df)
+    rows = np.flatnonzero(_in_window(cols.t_ns, start, end))
     if duplicates == "last":
-        out = out.drop_duplicates(["instrument", "open_time"], keep="last")
-    if out.empty:
+        rows = rows[_last_of_each_key(cols.codes[rows], cols.t_ns[rows])]
+    if len(rows) == 0:
         return empty_bars(), {}
 
+    t_ns = cols.t_ns[rows]
+    ohlc = cols.ohlc[rows]
+    o, h, lo, c = ohlc.T
+    vol = cols.volume[rows]
+    trades = cols.trades[rows]
     with np.errstate(invalid="ignore"):
-        ohlc = out[OHLC_COLUMNS].to_numpy(dtype=np.float64)
-        o, h, lo, c = ohlc.T
-        vol = out["volume"].to_numpy(dtype=np.float64)
-        if TRADES_COLUMN in out.columns:
-            trades = out[TRADES_COLUMN].to_numpy(dtype=np.float64)
-        else:
-            trades = np.full(len(out), np.nan)
-        finite = np.isfinite(ohlc).all(axis=1)
-        t_ns = times_ns(out["open_time"])
-        dup = (
-            out.duplicated(["instrument", "open_time"], keep=False).to_numpy()
-            if duplicates == "drop"
-            else np.zeros(len(out), dtype=bool)
-        )
+        dup = _duplicated_keys(cols.codes[rows], t_ns) if duplicates == "drop" else np.zeros(len(rows), bool)
         conditions = [
-            ~finite,
+            ~np.isfinite(ohlc).all(axis=1),
             (ohlc <= 0).any(axis=1),
             (ohlc > MAX_PRICE).any(axis=1),
             ~np.isfinite(vol) | (vol < 0),
             lo > h,
             h < np.maximum(o, c),
             lo > np.minimum(o, c),
-            t_ns % MINUTE_NS != 0,
+            (t_ns % MINUTE_NS != 0) | (t_ns == _NAT),
             dup,
             (vol == 0) | (trades == 0),
         ]
     reason = np.select(conditions, list(range(len(REJECT_REASONS))), default=-1)
     counts = np.bincount(reason[reason >= 0], minlength=len(REJECT_REASONS))
     rejected = {name: int(n) for name, n in zip(REJECT_REASONS, counts, strict=True) if n}
-    return normalize_bars(out.loc[reason < 0]), rejected
+    good = rows[reason < 0]
+    return cols.frame(good[_sorted_order(cols.codes[good], cols.t_ns[good])]), rejected
 
 
 def describe_counts(counts: dict[str, int]) -> str:
@@ -298,26 +289,109 @@ def normalize_bars(
     end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Enforce the bars-frame invariants: keep ``start <= open_time < end``, drop rows whose prices are
-    not finite, de-duplicate ``(instrument, open_time)`` with the LATER row winning (a collector writes a
-    forming candle first and the final one later), sort by instrument then open_time, reset the index,
-    and coerce the dtypes."""
+    not finite or whose open time is missing, de-duplicate ``(instrument, open_time)`` with the LATER
+    row winning (a collector writes a forming candle first and the final one later), sort by
+    instrument then open_time, reset the index, and coerce the dtypes (NumPy column passes, as
+    :func:`validate_bars`)."""
     if df.empty:
         return empty_bars()
-    out = df.loc[:, BAR_COLUMNS].copy()
-    out["open_time"] = pd.to_datetime(out["open_time"], utc=True).astype("datetime64[ns, UTC]")
-    for col in PRICE_COLUMNS:
-        out[col] = out[col].astype(np.float64)
-    keep = np.isfinite(out[["open", "high", "low", "close"]].to_numpy()).all(axis=1)
+    cols = _BarColumns.of(df)
+    keep = _in_window(cols.t_ns, start, end) & np.isfinite(cols.ohlc).all(axis=1) & (cols.t_ns != _NAT)
+    rows = np.flatnonzero(keep)
+    rows = rows[_last_of_each_key(cols.codes[rows], cols.t_ns[rows])]
+    if len(rows) == 0:
+        return empty_bars()
+    return cols.frame(rows)
+
+
+_NAT = np.iinfo(np.int64).min  # pandas' NaT as int64 nanoseconds
+
+
+@dataclass
+class _BarColumns:
+    """A bars frame (any index, extra columns ignored) as NumPy columns: ``codes`` ranks the
+    instruments in sorted order (a missing instrument last), ``t_ns`` is UTC epoch nanoseconds."""
+
+    df: pd.DataFrame
+    codes: np.ndarray
+    t_ns: np.ndarray
+    ohlc: np.ndarray
+    volume: np.ndarray
+    trades: np.ndarray
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> _BarColumns:
+        instrument = df["instrument"]
+        first = instrument.iloc[0]
+        if isinstance(first, str) and bool((instrument == first).all()):
+            codes = np.zeros(len(df), dtype=np.int64)  # one instrument: the common case, no factorize
+        else:
+            codes, uniques = pd.factorize(instrument, sort=True)
+            codes = np.where(codes < 0, len(uniques), codes)  # a missing instrument sorts last
+        t_ns = pd.to_datetime(df["open_time"], utc=True).array.as_unit("ns").asi8
+        ohlc = np.column_stack([df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in OHLC_COLUMNS])
+        volume = df["volume"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if TRADES_COLUMN in df.columns:
+            trades = df[TRADES_COLUMN].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            trades = np.full(len(df), np.nan)
+        return cls(df, codes, t_ns, ohlc, volume, trades)
+
+    def frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """The rows at positions ``rows`` (in that order) as a bars frame with a fresh index."""
+        strings = {
+            c: self.df[c].iloc[rows].reset_index(drop=True).astype(str) for c in ("instrument", "source")
+        }
+        return pd.DataFrame(
+            {
+                "instrument": strings["instrument"],
+                "open_time": pd.Series(pd.to_datetime(self.t_ns[rows], unit="ns", utc=True)),
+                "open": self.ohlc[rows, 0],
+                "high": self.ohlc[rows, 1],
+                "low": self.ohlc[rows, 2],
+                "close": self.ohlc[rows, 3],
+                "volume": self.volume[rows],
+                "source": strings["source"],
+            }
+        )
+
+
+def _in_window(t_ns: np.ndarray, start: pd.Timestamp | None, end: pd.Timestamp | None) -> np.ndarray:
+    keep = t_ns != _NAT if (start is not None or end is not None) else np.ones(len(t_ns), dtype=bool)
     if start is not None:
-        keep &= (out["open_time"] >= to_utc(start)).to_numpy()
+        keep &= t_ns >= to_utc(start).as_unit("ns").value
     if end is not None:
-        keep &= (out["open_time"] < to_utc(end)).to_numpy()
-    out = out.loc[keep]
-    out = out.drop_duplicates(["instrument", "open_time"], keep="last")
-    out = out.sort_values(["instrument", "open_time"], kind="stable").reset_index(drop=True)
-    out["instrument"] = out["instrument"].astype(str)
-    out["source"] = out["source"].astype(str)
-    return out
+        keep &= t_ns < to_utc(end).as_unit("ns").value
+    return keep
+
+
+def _sorted_order(codes: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+    """Positions that sort by (instrument, open time), stable; the identity when already sorted."""
+    if len(t_ns) < 2 or (not codes.any() and bool((np.diff(t_ns) > 0).all())):
+        return np.arange(len(t_ns))
+    return np.lexsort((t_ns, codes))
+
+
+def _last_of_each_key(codes: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+    """Positions, in (instrument, open time) order, of the last row of each key in the input order."""
+    order = _sorted_order(codes, t_ns)
+    c, t = codes[order], t_ns[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])  # stable sort: the last of a run came last
+    return order[last]
+
+
+def _duplicated_keys(codes: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+    """True for every row whose (instrument, open time) appears more than once."""
+    order = _sorted_order(codes, t_ns)
+    c, t = codes[order], t_ns[order]
+    same_as_next = np.zeros(len(order), dtype=bool)
+    same_as_next[:-1] = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
+    dup_sorted = same_as_next.copy()
+    dup_sorted[1:] |= same_as_next[:-1]
+    dup = np.empty(len(order), dtype=bool)
+    dup[order] = dup_sorted
+    return dup
 
 
 # -------------------------------------------------------------------------------------------- DayFetch
