@@ -37,17 +37,35 @@ def test_the_demo_runs_end_to_end_and_says_where_to_look(demo_run):
     reconciled = cwd / ".meta_pipeline_demo" / "alpha" / "reconciled.jsonl"
     assert str(reconciled) in proc.stdout and "python -m meta_pipeline ui --demo" in proc.stdout
     lines = reconciled.read_text().splitlines()
-    assert len(lines) == 3413
+    assert len(lines) == 13577
     assert {json.loads(line)["horizon_hours"] for line in lines} == {1, 4, 24}
     # the fleet's numbers, and the supervisor ran after the main job
-    assert re.search(r"alpha_trend\s+PROMOTE\s+KEEP\s+102\s+17819\.8\s+0\.78\s+1\.00", proc.stdout)
-    assert re.search(r"mu_always_long\s+HOLD\s+KEEP\s+13\s+.*timing PSR$", proc.stdout, re.M)
+    assert re.search(r"alpha_trend\s+PROMOTE\s+KEEP\s+438\s+77901\.3\s+0\.74\s+1\.00", proc.stdout)
+    assert re.search(r"mu_always_long\s+HOLD\s+KEEP\s+14\s+.*timing PSR$", proc.stdout, re.M)
     assert (cwd / ".meta_pipeline_demo" / "meta_supervisor" / "state" / "killed_agents.json").exists()
     # the instance keeps the project's settings and the demo's partitions start on its first day
     assert (cwd / ".dagster_home" / "dagster.yaml").read_text() == (
         README.parent / "dagster.yaml"
     ).read_text()
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_the_demo_forensics_name_the_fleet_s_two_built_in_problems(demo_run):
+    cwd, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(
+        (cwd / ".meta_pipeline_demo" / "meta_supervisor" / "research" / "failure_forensics.json").read_text()
+    )
+    supported = sorted(
+        (h["agent"], h["hypothesis"]) for h in report["hypotheses"] if h["verdict"] == "supported"
+    )
+    assert supported == [("kappa_regime", "regime_mismatch"), ("zeta_wobbly", "latency")]
+    regime = next(
+        h
+        for h in report["hypotheses"]
+        if h["agent"] == "kappa_regime" and h["hypothesis"] == "regime_mismatch"
+    )
+    assert "in high_vol" in regime["effect"] and regime["p_adjusted"] < 0.05
 
 
 def test_the_readme_backfill_command_produces_rows_after_the_demo(demo_run):

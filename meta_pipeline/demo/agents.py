@@ -16,14 +16,16 @@ gamma_coinflip        coin flip, clean; has the 2 unpriced rows   HOLD / KEEP   
 delta_contrarian      anti-skilled (p=0.3), clean, cheap          KILL / WATCH     pnl < −150 (score 70)
 epsilon_flaky         skilled; ~35 % of runs error and time out,  KILL / KEEP      error rate > 0.20 over
                       never on a run that emits a signal                           all runs; trades look clean
-zeta_wobbly           slightly negative pnl, errors in ~15 %      HOLD / WATCH     pnl < 150, error rate > 0;
-                                                                                   score 40 + 20 = 60
+zeta_wobbly           slightly negative pnl, errors in ~15 %;     HOLD / WATCH     pnl < 150, error rate > 0;
+                      slow on its losing runs (forensics:                          score 40 + 20 = 60
+                      latency)
 eta_burner            anti-skilled, slow, ~50 USD, 15 % errors    RETIRE / RETIRE  score 40+30+20+10 = 100
-theta_sparse          skilled, 8 lucky trades in 30 days          HOLD / KEEP      trades < 10; its timing
+theta_sparse          skilled, only 8 lucky trades                HOLD / KEEP      trades < 10; its timing
                                                                                    PSR ≤ 0.93 fails too
 iota_expensive        coin flip, slightly negative, ~25 USD       HOLD / KEEP      pnl < 150 (score 40 + 10
                                                                                    = 50: KEEP)
-kappa_regime          right in trend, wrong in high_vol           HOLD / KEEP      hit rate < 0.55
+kappa_regime          right in trend, nearly always wrong in      HOLD / KEEP      hit rate < 0.55
+                      high_vol (forensics: regime mismatch)
 <b>x</b>              coin flip that made money (HTML in name)    HOLD / KEEP      hit rate < 0.55; gets
                                                                                    capital
 mu_always_long        new: live a few days during a rising        HOLD / KEEP      timing PSR undefined ("no
@@ -84,7 +86,6 @@ class AgentSpec:
 
 
 _CHEAP = {"model": "gpt-4o-mini", "tokens": (2_500, 400), "usd_per_mtok": (0.15, 0.60)}
-_MID = {"model": "claude-3-5-haiku", "tokens": (4_000, 600), "usd_per_mtok": (0.80, 4.00)}
 
 AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec(
@@ -158,7 +159,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         error_share=0.15,
         pnl_band=(-120, -30),
         latency_spikes_on_losses=True,
-        **_MID,
+        **_CHEAP,
     ),
     AgentSpec(
         "eta_burner",
@@ -204,7 +205,7 @@ AGENTS: tuple[AgentSpec, ...] = (
     ),
     AgentSpec(
         "kappa_regime",
-        (0.80, 0.50, 0.20),
+        (0.80, 0.55, 0.05),
         "HOLD",
         "right in trend, wrong in high_vol: hit rate < 0.55 (forensics: regime mismatch)",
         held_by=("hit rate",),
@@ -213,7 +214,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         hit_band=(0.40, 0.53),
         regime_story=True,
         hosts_malformed_lines=True,
-        **_MID,
+        **_CHEAP,
     ),
     AgentSpec(
         "<b>x</b>",

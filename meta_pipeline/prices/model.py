@@ -323,7 +323,7 @@ class _BarColumns:
     def of(cls, df: pd.DataFrame) -> _BarColumns:
         instrument = df["instrument"]
         first = instrument.iloc[0]
-        if isinstance(first, str) and bool((instrument == first).all()):
+        if isinstance(first, str) and instrument.nunique(dropna=False) == 1:
             codes = np.zeros(len(df), dtype=np.int64)  # one instrument: the common case, no factorize
         else:
             codes, uniques = pd.factorize(instrument, sort=True)
