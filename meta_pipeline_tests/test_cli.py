@@ -96,3 +96,95 @@ def test_help_is_plain_text_for_an_operator(tmp_path):
     assert "``" not in proc.stdout and ":mod:" not in proc.stdout
     for command in ("demo", "run", "ui"):
         assert f"meta-pipeline {command}" in proc.stdout
+
+
+_GRAPH_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    groupName
+    description
+    kinds
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    assetChecksOrError {
+      ... on AssetChecks { checks { name blocking executionForLatestMaterialization { status } } }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str, deadline: float) -> dict:
+    """POST ``query`` to the webserver, retrying until it answers or ``deadline`` (monotonic) passes."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_the_ui_serves_the_whole_graph_with_check_results_and_stops_cleanly(demo_run):
+    """`meta-pipeline ui --demo` (dagster dev with the daemon) on loopback, after the demo: the
+    GraphQL API lists every asset with its group, description, owner and kinds, and the latest results
+    of the supervisor's blocking checks; SIGINT stops the webserver and the daemon."""
+    import signal
+    import time
+
+    cwd, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("META_PIPELINE_", "DAGSTER_"))}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "meta_pipeline", "ui", "--demo", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: nothing it starts outlives the test
+    )
+    try:
+        answer = _graphql(port, _GRAPH_QUERY, deadline=time.monotonic() + 120)
+        assert "errors" not in answer, answer
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in answer["data"]["assetNodes"]}
+        from meta_pipeline.definitions import defs
+
+        expected = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+        assert set(nodes) == expected
+        for key, node in nodes.items():
+            assert node["description"] and ":py:" not in node["description"], key
+            assert node["groupName"] != "default", key
+            assert node["owners"] and node["kinds"], key
+        checks = {c["name"]: c for c in nodes["agent_stats"]["assetChecksOrError"]["checks"]}
+        assert checks and all(c["blocking"] for c in checks.values())
+        assert {c["executionForLatestMaterialization"]["status"] for c in checks.values()} == {"SUCCEEDED"}
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            output, _ = ui.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            output, _ = ui.communicate()
+            pytest.fail("dagster dev did not stop within 60 s of SIGINT:\n" + output[-3000:])
+    assert ui.returncode in (0, -signal.SIGINT), output[-3000:]
+    assert "daemon" in output.lower(), output[-3000:]  # dagster dev ran the daemon beside the webserver
