@@ -80,6 +80,8 @@ def _use_demo_root(demo_dir: Path) -> bool:
 
 
 def demo(args: argparse.Namespace) -> int:
+    if args.live:
+        return demo_live(args)
     from meta_pipeline.demo import DEFAULT_DAYS, generate_demo
 
     demo_dir = Path(args.dir).resolve()
@@ -105,6 +107,79 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+LIVE_DAYS = 30  # the live demo's history: its first backfill takes seconds, not a minute
+LIVE_CATCH_UP = timedelta(hours=3)  # held back at the start and replayed fast
+LIVE_SPEED = 60.0  # the catch-up runs a minute of data time per second
+
+
+def demo_live(args: argparse.Namespace) -> int:
+    """``demo --live``: a demo history that ends now, its last hours held back and appended again
+    (fast, then in real time) while ``dagster dev`` runs with the daemon and the automation on."""
+    import signal
+    import subprocess
+    import time
+    from datetime import UTC, datetime
+
+    from meta_pipeline.demo import generate_demo
+    from meta_pipeline.demo.live import LiveFeed, replay_clock
+
+    demo_dir = Path(args.dir).resolve()
+    days = LIVE_DAYS if args.days is None else args.days
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    summary = generate_demo(demo_dir, seed=args.seed, start=first, days=days)
+    cut = datetime.now(UTC) - LIVE_CATCH_UP
+    cut_ms = int(cut.timestamp() * 1000) // 60_000 * 60_000
+    feed = LiveFeed(demo_dir, cut_ms)
+    print(
+        f"live demo data root: {demo_dir}  ({len(summary.agents)} agents, {first} → today; everything "
+        f"after {cut:%H:%M} UTC held back and appended again, {LIVE_SPEED:.0f}× fast until it "
+        "catches up with now, then as it happens)"
+    )
+    os.environ.update(demo_environment(demo_dir, first))
+    os.environ.pop("SMTP_HOST", None)
+    os.environ["META_PIPELINE_AUTOMATION"] = "on"  # the sensors and schedules start running
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+    # the history up to the cut, in one run; the supervisor is left to the automation, so its first
+    # decisions (and kills) happen in the UI while you watch
+    _, ok = run_range(first, today, supervise=False)
+    if not ok:
+        return 1
+    ui = subprocess.Popen(
+        [sys.executable, "-m", __package__, "ui", "--host", args.host, "--port", str(args.port)],
+        start_new_session=True,
+    )
+    print(
+        f"\nOpen http://{args.host}:{args.port} — Runs: the input sensor starts a run within a minute "
+        "of new lines; Assets → reconciled_trades: pending rows mature as their bars arrive; "
+        "agent_decisions and the kill list change as the supervisor follows. Ctrl-C stops everything.\n"
+    )
+    started_ms = int(time.time() * 1000)
+    try:
+        while ui.poll() is None:
+            now_ms = int(time.time() * 1000)
+            clock_ms = replay_clock(cut_ms, started_ms, now_ms, LIVE_SPEED)
+            released = feed.advance(clock_ms)
+            if released.signals or released.runs or released.bars:
+                at = datetime.fromtimestamp(clock_ms / 1000, UTC)
+                print(
+                    f"feed at {at:%Y-%m-%d %H:%M} UTC: +{released.signals} signal line(s), "
+                    f"+{released.runs} telemetry line(s), +{released.bars} bar(s)",
+                    flush=True,
+                )
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGINT)
+            try:
+                ui.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(ui.pid, signal.SIGKILL)
+    return 0
+
+
 def _run_daily_reports() -> bool:
     """The two daily jobs the schedules run in production: failure forensics and the LP email."""
     import dagster as dg
@@ -122,10 +197,11 @@ def _run_daily_reports() -> bool:
     return ok
 
 
-def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bool]:
+def run_range(first: date, last: date, *, export: bool = False, supervise: bool = True) -> tuple[str, bool]:
     """Run the main job over ``first`` … ``last`` as one run on the persistent instance, after
     failing the runs whose process died (so their pool slots are free), then refresh
-    ``alpha/reconciled.jsonl`` if the range is bigger than a tick or ``export``. Returns (run id, success)."""
+    ``alpha/reconciled.jsonl`` if the range is bigger than a tick or ``export``, then (``supervise``)
+    the supervisor. Returns (run id, success)."""
     home = _prepare_dagster_home()
     import dagster as dg
 
@@ -160,7 +236,7 @@ def run_range(first: date, last: date, *, export: bool = False) -> tuple[str, bo
             result = result if exported.success else exported
         # the supervisor's views follow the reconciled history (the daemon's automation does this
         # when it runs; a run from the command line has no daemon)
-        if result.success:
+        if result.success and supervise:
             supervised = defs.resolve_job_def(names.SUPERVISOR_JOB).execute_in_process(
                 instance=instance, raise_on_error=False
             )
@@ -350,7 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--start", default="2025-09-01", help="first day, YYYY-MM-DD (default %(default)s)"
     )
-    demo_parser.add_argument("--days", type=int, help="days of signals (default 120)")
+    demo_parser.add_argument("--days", type=int, help="days of signals (default 120; 30 with --live)")
+    demo_parser.add_argument(
+        "--live",
+        action="store_true",
+        help=(
+            "a history that ends now, its last hours appended again as you watch, with the UI, the "
+            "daemon and the automation running (Ctrl-C stops it)"
+        ),
+    )
+    demo_parser.add_argument("--host", default="127.0.0.1", help="--live: the UI's host")
+    demo_parser.add_argument("--port", type=int, default=3000, help="--live: the UI's port")
+    demo_parser.add_argument(
+        "--interval", type=float, default=5.0, help="--live: seconds between appends (default %(default)s)"
+    )
     demo_parser.set_defaults(handler=demo)
 
     run_parser = commands.add_parser(

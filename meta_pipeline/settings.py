@@ -41,6 +41,7 @@ class Settings:
     bars_dir: Path
     horizons_hours: tuple[int, ...] = DEFAULT_HORIZONS_HOURS
     max_bar_gap_minutes: float = DEFAULT_MAX_BAR_GAP_MINUTES
+    automation_on: bool = False  # META_PIPELINE_AUTOMATION: schedules and sensors start running
 
     @property
     def max_bar_gap(self) -> pd.Timedelta:
@@ -92,7 +93,20 @@ class Settings:
             coinbase_base_url=_url("COINBASE_BASE_URL", get("COINBASE_BASE_URL"), DEFAULT_COINBASE_BASE_URL),
             price_sources=sources,
             bars_dir=bars_dir,
+            automation_on=_switch("META_PIPELINE_AUTOMATION", get("META_PIPELINE_AUTOMATION")),
         )
+
+
+def _switch(name: str, value: str | None) -> bool:
+    """An on/off setting: ``on``/``off`` (or true/false, yes/no, 1/0); unset is off."""
+    if value is None:
+        return False
+    text = value.lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"{name}={value!r} must be on or off")
 
 
 def _url(name: str, value: str | None, default: str) -> str:

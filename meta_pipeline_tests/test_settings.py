@@ -190,3 +190,18 @@ def test_code_location_load_fails_naming_the_variable(tmp_path):
     assert "SettingsError" in proc.stderr
     assert "META_PIPELINE_START_DATE" in proc.stderr
     assert "2024-13-01" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [(None, False), ("on", True), ("ON", True), ("1", True), ("off", False), ("no", False)]
+)
+def test_automation_switch(tmp_path, value, on):
+    env = {"META_PIPELINE_ROOT": str(tmp_path)} | (
+        {} if value is None else {"META_PIPELINE_AUTOMATION": value}
+    )
+    assert Settings.from_env(env).automation_on is on
+
+
+def test_a_bad_automation_switch_names_the_variable(tmp_path):
+    with pytest.raises(SettingsError, match="META_PIPELINE_AUTOMATION='sometimes' must be on or off"):
+        Settings.from_env({"META_PIPELINE_ROOT": str(tmp_path), "META_PIPELINE_AUTOMATION": "sometimes"})
