@@ -15,8 +15,9 @@ from meta_pipeline.defs.resources import default_resources
 
 defs = dg.Definitions.merge(
     dg.components.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent),
-    # In-process by default: a tick is a few seconds of work, and a subprocess per step (Dagster's
-    # default multiprocess executor) costs more than the steps. For a bigger machine or a cluster,
-    # set `execution: config: multiprocess:` in the launchpad / run config, or a k8s/celery executor.
+    # In-process: a tick is a few seconds of work, and a subprocess per step (Dagster's default
+    # multiprocess executor) costs more than the steps. An executor is fixed where jobs are defined,
+    # not chosen in run config: deploy/celery/definitions.py is the same code location on Celery
+    # (README, "Scaling past one machine").
     dg.Definitions(resources=default_resources(SETTINGS), executor=dg.in_process_executor),
 )

@@ -116,7 +116,7 @@ def refresh_full_export(warehouse: Warehouse, directory: Path, target: Path) -> 
     for key in keys:
         path = day_file(directory, key)
         partition = warehouse.partition_path(names.RECONCILED_TRADES, key)
-        if not path.exists() or path.stat().st_mtime_ns < partition.stat().st_mtime_ns:
+        if not path.exists() or path.stat().st_mtime_ns < warehouse.modified_ns(partition):
             write_day(directory, key, warehouse.read_partition(names.RECONCILED_TRADES, key))
     fingerprints = {key: _fingerprint(day_file(directory, key)) for key in keys}
     old = _read_index(target)

@@ -56,6 +56,12 @@ OPERATE_KILL_SWITCH_JOB = "operate_kill_switch"
 LP_EMAIL_JOB = "send_lp_email"
 FORENSICS_JOB = "run_failure_forensics"
 
+# asset checks added beside an asset's own definition
+RECONCILED_FRESH_CHECK = "reconciled_is_fresh"  # on reconciled_trades: the tick keeps up with the inputs
+
+# the tag on the runs the heal_pending_rows sensor starts (value: the days it heals)
+HEALING_TAG = "meta_pipeline/heals_pending_days"
+
 # Dagster's run tags for a run over a range of partitions (one run per range)
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

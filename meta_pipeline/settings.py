@@ -42,6 +42,7 @@ class Settings:
     horizons_hours: tuple[int, ...] = DEFAULT_HORIZONS_HOURS
     max_bar_gap_minutes: float = DEFAULT_MAX_BAR_GAP_MINUTES
     automation_on: bool = False  # META_PIPELINE_AUTOMATION: schedules and sensors start running
+    warehouse_url: str | None = None  # META_PIPELINE_WAREHOUSE_URL: partitions on an object store
 
     @property
     def max_bar_gap(self) -> pd.Timedelta:
@@ -94,7 +95,27 @@ class Settings:
             price_sources=sources,
             bars_dir=bars_dir,
             automation_on=_switch("META_PIPELINE_AUTOMATION", get("META_PIPELINE_AUTOMATION")),
+            warehouse_url=_warehouse_url(get("META_PIPELINE_WAREHOUSE_URL")),
         )
+
+
+def _warehouse_url(value: str | None) -> str | None:
+    """An fsspec URL whose backend is installed (``s3://bucket/prefix`` needs ``s3fs``), or None."""
+    if value is None:
+        return None
+    name = "META_PIPELINE_WAREHOUSE_URL"
+    protocol, sep, rest = value.partition("://")
+    if not sep or not protocol or not rest.strip("/"):
+        raise SettingsError(f"{name}={value!r} must be a URL such as s3://bucket/prefix")
+    try:
+        import fsspec  # installed with the s3 extra (universal-pathlib, s3fs)
+
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: unknown storage protocol {protocol!r}") from None
+    except ImportError as exc:
+        raise SettingsError(f"{name}={value!r}: the {protocol!r} backend is not installed ({exc})") from None
+    return value.rstrip("/")
 
 
 def _switch(name: str, value: str | None) -> bool:

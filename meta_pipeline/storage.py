@@ -12,6 +12,12 @@ Layout::
     warehouse/<asset>/<YYYY-MM-DD>.parquet     daily-partitioned assets
     warehouse/<asset>.parquet                  unpartitioned assets
 
+The partitions may live on an object store instead (``META_PIPELINE_WAREHOUSE_URL``, e.g.
+``s3://bucket/prefix``, addressed through fsspec with ``universal-pathlib``): the same layout under
+that prefix. A PUT replaces an object whole, so each partition is still replaced atomically there
+(readers see the old object or the new one, never a part). What must stay on the data root's own
+disk stays there: the staging of new input rows and its locks (``Warehouse.directory``).
+
 Facts about a partition that must never disagree with its rows (the price fetches behind a day of
 bars) are stored in the same Parquet file, as JSON in its key-value metadata
 (:meth:`Warehouse.read_partition_facts`): one file, one rename, one unit.
@@ -22,7 +28,9 @@ Every write creates its file with normal permissions and cleans up the temp file
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -49,16 +57,32 @@ FACTS_KEY = b"meta_pipeline.facts"
 
 
 class Warehouse:
-    """Partitioned Parquet tables under one directory."""
+    """Partitioned Parquet tables under one location.
 
-    def __init__(self, directory: Path):
+    ``directory`` is the local warehouse directory on the data root (always local: the staging of
+    input rows and its file locks live there). ``location`` is where the partitions are stored: by
+    default that same directory; or an fsspec URL such as ``s3://bucket/prefix`` (credentials and
+    endpoint from the standard environment of the backend, e.g. ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for S3). Paths returned for a remote location are
+    ``upath.UPath`` objects; read them through this class (or :func:`open_for_read`). A missing
+    object reads as a missing partition, whether it never existed or was deleted between the
+    listing and the read."""
+
+    def __init__(self, directory: Path, location: str | os.PathLike | None = None):
         self.directory = Path(directory)
+        self.remote = is_url(location)
+        if self.remote:
+            from upath import UPath  # only a deployment with an object store pays for fsspec
+
+            self.location = UPath(str(location).rstrip("/"))
+        else:
+            self.location = Path(location) if location else self.directory
 
     def partition_path(self, asset: str, key: str) -> Path:
-        return self.directory / asset / f"{key}.parquet"
+        return self.location / asset / f"{key}.parquet"
 
     def table_path(self, asset: str) -> Path:
-        return self.directory / f"{asset}.parquet"
+        return self.location / f"{asset}.parquet"
 
     def write_partition(self, asset: str, key: str, frame: pd.DataFrame, facts: Any = None) -> Path:
         """Replace one partition; ``facts`` (JSON-able) is stored with the rows, in the same file."""
@@ -67,8 +91,7 @@ class Warehouse:
         return path
 
     def read_partition(self, asset: str, key: str) -> pd.DataFrame | None:
-        path = self.partition_path(asset, key)
-        return pd.read_parquet(path) if path.exists() else None
+        return _read_frame(self.partition_path(asset, key))
 
     def read_partition_facts(self, asset: str, key: str) -> Any:
         """The facts stored with a partition (``None`` if the partition or its facts are absent).
@@ -82,13 +105,27 @@ class Warehouse:
         return pd.concat(frames, ignore_index=True) if frames else None
 
     def stored_keys(self, asset: str) -> list[str]:
-        folder = self.directory / asset
+        folder = self.location / asset
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
 
     def holds_rows(self, asset: str) -> bool:
         """Whether any stored partition of ``asset`` has at least one row (reads only footers)."""
-        folder = self.directory / asset
-        return folder.is_dir() and any(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
+        folder = self.location / asset
+        if not folder.is_dir():
+            return False
+        for path in folder.glob("*.parquet"):
+            with open_for_read(path) as source:
+                if pq.read_metadata(source).num_rows:
+                    return True
+        return False
+
+    def modified_ns(self, path: Path) -> int:
+        """When the file at ``path`` (a path of this warehouse) was last replaced, in ns since the
+        epoch (an object's ``LastModified`` on an object store)."""
+        if not self.remote:
+            return path.stat().st_mtime_ns
+        modified = path.fs.info(path.path).get("LastModified")
+        return int(pd.Timestamp(modified).value) if modified is not None else 0
 
     def write_table(self, asset: str, frame: pd.DataFrame, facts: Any = None) -> Path:
         path = self.table_path(asset)
@@ -100,14 +137,46 @@ class Warehouse:
         return _read_facts(self.table_path(asset))
 
     def read_table(self, asset: str) -> pd.DataFrame | None:
-        path = self.table_path(asset)
-        return pd.read_parquet(path) if path.exists() else None
+        return _read_frame(self.table_path(asset))
+
+
+def is_url(location: str | os.PathLike | None) -> bool:
+    """Whether ``location`` is an fsspec URL (``s3://…``) rather than a local path."""
+    return location is not None and not isinstance(location, Path) and "://" in str(location)
+
+
+def open_for_read(path: Path):
+    """A context manager giving what pyarrow reads: the path itself when local; on an object store the
+    whole object fetched in one GET. One GET is one version of the object: ranged reads (footer first,
+    then the columns) could straddle a replacement of the partition by another run."""
+    if isinstance(path, Path) and type(path).__module__.startswith("pathlib"):
+        return _Local(path)
+    return io.BytesIO(path.fs.cat_file(path.path))
+
+
+class _Local:
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _read_frame(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    with open_for_read(path) as source:
+        return pd.read_parquet(source)
 
 
 def _read_facts(path: Path) -> Any:
     if not path.exists():
         return None
-    metadata = pq.read_schema(path).metadata or {}
+    with open_for_read(path) as source:
+        metadata = pq.read_schema(source).metadata or {}
     raw = metadata.get(FACTS_KEY)
     return json.loads(raw) if raw is not None else None
 
@@ -141,5 +210,11 @@ def write_parquet(path: Path, frame: pd.DataFrame, facts: Any = None) -> None:
         metadata = dict(table.schema.metadata or {})
         metadata[FACTS_KEY] = dumps_strict(facts, sort_keys=True, default=str).encode("utf-8")
         table = table.replace_schema_metadata(metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    if isinstance(path, Path) and type(path).__module__.startswith("pathlib"):
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return
+    # an object store: the whole file in one PUT, which replaces the object atomically
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    path.write_bytes(buffer.getvalue())

@@ -173,3 +173,53 @@ def test_a_line_longer_than_a_read_chunk_does_not_stop_the_sensor(tmp_path, monk
         look = input_watch.look_at(events, position)
         position, days = look.position, days | look.days
     assert days == {date(2025, 9, 3)} and position.offset == events.stat().st_size
+
+
+def test_a_burst_over_twenty_days_is_one_run_and_the_same_bytes_never_launch_twice(tmp_path):
+    events = _events(tmp_path, _signal("2025-08-01T10:00:00Z", "r0"))
+    cursor = _tick(tmp_path).cursor
+    days = [date(2025, 8, 10) + timedelta(days=i) for i in range(20)]
+    partial = '{"ts": "2025-09-20T00:00:00Z", "agent": "a"'  # the writer is still writing this line
+    _append(
+        events, "".join(_signal(f"{d}T{h:02d}:00:00Z", f"b{d}{h}") for d in days for h in (1, 13)) + partial
+    )
+    burst = _tick(tmp_path, cursor)
+    [request] = burst.run_requests
+    assert request.tags[RANGE_START_TAG] == days[0].isoformat()
+    assert request.tags[RANGE_END_TAG] == (days[-1] + timedelta(days=REACH_DAYS)).isoformat()
+    # the half-written line is not consumed: the position stops at the last newline
+    assert json.loads(burst.cursor)["signals"]["offset"] == events.stat().st_size - len(partial)
+
+    again = _tick(tmp_path, burst.cursor)
+    assert not again.run_requests and again.cursor == burst.cursor  # same bytes: no second run
+
+    _append(events, ', "run_id": "late", "symbol": "BTC", "direction": "LONG"}\n')  # completed
+    [completed] = _tick(tmp_path, burst.cursor).run_requests
+    assert completed.tags[RANGE_START_TAG] == "2025-09-20"
+    assert completed.run_key != request.run_key
+
+
+def test_a_truncated_file_is_read_from_its_start_once(tmp_path):
+    events = _events(tmp_path, _signal("2025-09-01T10:00:00Z", "r1") * 5)
+    cursor = _tick(tmp_path).cursor
+    with events.open("r+") as handle:  # truncated in place (copytruncate): same inode
+        handle.truncate(0)
+    _append(events, _signal("2025-09-07T10:00:00Z", "r9"))
+    result = _tick(tmp_path, cursor)
+    [request] = result.run_requests
+    assert request.tags[RANGE_START_TAG] == "2025-09-07"
+    assert not _tick(tmp_path, result.cursor).run_requests
+
+
+def test_rotation_to_a_larger_file_reads_the_old_tail_and_the_whole_new_file_once(tmp_path):
+    events = _events(tmp_path, _signal("2025-09-01T10:00:00Z", "r1"))
+    cursor = _tick(tmp_path).cursor
+    _append(events, _signal("2025-09-02T10:00:00Z", "tail"))
+    os.rename(events, events.with_name("events.jsonl.1"))
+    new_days = [date(2025, 9, 3) + timedelta(days=i) for i in range(10)]
+    events.write_text("".join(_signal(f"{d}T10:00:00Z", f"n{d}") for d in new_days))  # larger than the old
+    result = _tick(tmp_path, cursor)
+    [request] = result.run_requests  # the old tail and the new file's days are consecutive: one run
+    assert request.tags[RANGE_START_TAG] == "2025-09-02"
+    assert request.tags[RANGE_END_TAG] == (new_days[-1] + timedelta(days=REACH_DAYS)).isoformat()
+    assert not _tick(tmp_path, result.cursor).run_requests

@@ -40,6 +40,7 @@ EXPECTED = {
         "agent_stats:unpriced_share_below_limit",
         "agent_stats:telemetry_coverage",
         "lp_email:delivered",
+        f"{names.RECONCILED_TRADES}:{names.RECONCILED_FRESH_CHECK}",
     },
     "jobs": {
         names.MAIN_JOB,
@@ -50,12 +51,18 @@ EXPECTED = {
         names.LP_EMAIL_JOB,
         names.FORENSICS_JOB,
     },
-    "schedules": {"refresh_every_30_minutes", "refresh_export_hourly"},
+    "schedules": {
+        "refresh_every_30_minutes",
+        "refresh_export_hourly",
+        "lp_email_daily",
+        "failure_forensics_daily",
+    },
     "sensors": {
         "new_input_lines",
         "reap_dead_runs",
         "export_after_backfill",
         "supervisor_follows_reconciliation",
+        "heal_pending_rows",
     },
     "resources": {
         "data_root",

@@ -1,7 +1,7 @@
 """Schedules and sensors that keep the pipeline current.
 
-They start stopped: switch them on in the UI (*Automation*) once the environment points at the real
-data root and exchanges.
+They start stopped (unless ``META_PIPELINE_AUTOMATION=on``): switch them on in the UI (*Automation*)
+once the environment points at the real data root and exchanges.
 
 * ``refresh_every_30_minutes`` runs the main job over the days whose rows can still change (today
   and the ``REACH_DAYS`` before it): new signals are priced, pending rows mature.
@@ -10,6 +10,11 @@ data root and exchanges.
 * ``new_input_lines`` watches the input files (``meta_pipeline/input_watch.py``): when lines are
   appended it asks for one run per cluster of the days they belong to, plus the days their
   horizons reach.
+* ``lp_email_daily`` (07:10 UTC) sends the LPs' email; ``failure_forensics_daily`` (08:30 UTC) runs
+  the forensics. Their jobs select their own groups, so the 30-minute tick never sends the email.
+
+``heal_pending_rows`` (``defs/healing.py``) is on by default; the freshness check on
+``reconciled_trades`` is in ``defs/freshness.py``.
 """
 
 import hashlib
@@ -20,11 +25,19 @@ import dagster as dg
 
 from meta_pipeline import input_watch, names, staging
 from meta_pipeline.defs.environment import SETTINGS
-from meta_pipeline.defs.jobs import main_job, refresh_export
+from meta_pipeline.defs.jobs import forensics_job, lp_email_job, main_job, refresh_export
 from meta_pipeline.defs.partitions import REACH_DAYS
 from meta_pipeline.defs.resources import DataRoot
 
 MAX_RUNS_PER_TICK = 4
+
+# Stopped by default, switched on in the UI once the environment points at the real data root;
+# META_PIPELINE_AUTOMATION=on (the live demo, or a deployment that wants them running from its first
+# start) makes them start running instead.
+SCHEDULE_STATUS = (
+    dg.DefaultScheduleStatus.RUNNING if SETTINGS.automation_on else dg.DefaultScheduleStatus.STOPPED
+)
+SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if SETTINGS.automation_on else dg.DefaultSensorStatus.STOPPED
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:
@@ -65,7 +78,7 @@ def plan_runs(days: set[date], today: date) -> tuple[list[tuple[date, date]], li
     job=main_job,
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=SCHEDULE_STATUS,
     description="Every 30 minutes: today and the days whose horizons still reach today.",
 )
 def refresh_every_30_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -80,11 +93,41 @@ def refresh_every_30_minutes(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     job=refresh_export,
     cron_schedule="5 * * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=SCHEDULE_STATUS,
     description="Hourly: rebuild alpha/reconciled.jsonl from the per-day files the ticks wrote.",
 )
 def refresh_export_hourly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=None)
+
+
+@dg.schedule(
+    job=lp_email_job,
+    cron_schedule="10 7 * * *",
+    execution_timezone="UTC",
+    default_status=SCHEDULE_STATUS,
+    description=(
+        "Daily at 07:10 UTC: renders the LPs' email from the latest meta report and sends it (at most "
+        "once per UTC day, whatever else launches the job); with SMTP unset it only writes the files."
+    ),
+)
+def lp_email_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = context.scheduled_execution_time.astimezone(UTC).date()
+    return dg.RunRequest(run_key=f"lp-email-{day}")
+
+
+@dg.schedule(
+    job=forensics_job,
+    cron_schedule="30 8 * * *",
+    execution_timezone="UTC",
+    default_status=SCHEDULE_STATUS,
+    description=(
+        "Daily at 08:30 UTC: failure forensics over the reconciled history (worst trades, each "
+        "agent's tested hypotheses), written to meta_supervisor/research/failure_forensics.json."
+    ),
+)
+def failure_forensics_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = context.scheduled_execution_time.astimezone(UTC).date()
+    return dg.RunRequest(run_key=f"forensics-{day}")
 
 
 def covers_more_than_a_tick(tags: dict[str, str]) -> bool:
@@ -104,7 +147,7 @@ def covers_more_than_a_tick(tags: dict[str, str]) -> bool:
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=refresh_export,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     minimum_interval_seconds=60,
     description="After a backfill (or any run over more days than a tick) succeeds, rebuild alpha/reconciled.jsonl.",
 )
@@ -126,7 +169,7 @@ def _positions(cursor: str | None) -> dict[str, input_watch.Position]:
 @dg.sensor(
     job=main_job,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     description=(
         "Starts a run when lines are appended to alpha/events.jsonl or telemetry/events.jsonl, over "
         "the days the new lines belong to (plus the days their horizons reach). It follows rotated "
@@ -187,7 +230,7 @@ def new_input_lines(context: dg.SensorEvaluationContext, data_root: DataRoot) ->
 supervisor_automation = dg.AutomationConditionSensorDefinition(
     "supervisor_follows_reconciliation",
     target=dg.AssetSelection.groups(names.SUPERVISOR_GROUP),
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     minimum_interval_seconds=60,
     description=(
         "Updates the supervisor (confidence, statistics and their blocking checks, decisions, "

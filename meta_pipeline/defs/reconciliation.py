@@ -96,6 +96,9 @@ def reconciled_trades(
     )
 
 
+MAX_PENDING_DAYS_LISTED = 100
+
+
 class RunSummary:
     """What the UI shows about a run, gathered day by day in bounded memory: counts by status and
     horizon, the matured PnL per horizon (two numbers a row), reasons, and a preview of the first rows."""
@@ -107,6 +110,7 @@ class RunSummary:
         self.pnl: dict[str, list[np.ndarray]] = {}
         self.preview = pd.DataFrame()
         self.blocked: list[dict] = []
+        self.pending_days: list[str] = []  # the days with rows waiting for bars (pending rows heal)
 
     def add(self, result: DayRows, exported: int) -> None:
         rows = result.rows
@@ -117,6 +121,8 @@ class RunSummary:
         if rows.empty:
             return
         status = rows["status"].astype(str)
+        if (status == PENDING).any():
+            self.pending_days.append(result.day.isoformat())
         hours = rows["horizon_hours"]
         labels = {h: f"{h:g} h" for h in hours.unique()}
         for (h, st), n in pd.crosstab(hours, status).stack().items():
@@ -151,9 +157,17 @@ class RunSummary:
             ]
         ).round(2)
         matured = total(MATURED)
+        pending_days = (
+            # which days hold pending rows, for the pending-rows sensor; bounded so a year's backfill
+            # does not put a year of dates into every partition's event (the sensor then uses the total)
+            {"pending_days": dg.MetadataValue.json(self.pending_days)}
+            if len(self.pending_days) <= MAX_PENDING_DAYS_LISTED
+            else {}
+        )
         return {
             "matured": matured,
             "pending": total(PENDING),
+            **pending_days,
             "unpriced": total(UNPRICED),
             "matured_share": float(round(matured / self.rows, 4)) if self.rows else 0.0,
             "rows_by_status_and_horizon": markdown_table(by_status_horizon, empty="_no signals yet_"),

@@ -23,9 +23,12 @@ from meta_pipeline.supervisor.policy import SupervisorPolicy
 
 class DataRoot(dg.ConfigurableResource):
     """The app's data root: inputs under ``alpha/`` and ``telemetry/``, outputs beside them, and the
-    Parquet warehouse under ``warehouse/``."""
+    Parquet warehouse under ``warehouse/`` — or, with ``warehouse_url`` (an fsspec URL such as
+    ``s3://bucket/prefix``), the warehouse's partitions on an object store (the staging of input rows
+    stays under the root's ``warehouse/``)."""
 
     root: str
+    warehouse_url: str | None = None
 
     @property
     def path(self) -> Path:
@@ -55,7 +58,7 @@ class DataRoot(dg.ConfigurableResource):
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.path / names.WAREHOUSE_DIR)
+        return Warehouse(self.path / names.WAREHOUSE_DIR, location=self.warehouse_url)
 
 
 class IngestionPolicy(dg.ConfigurableResource):
@@ -210,7 +213,7 @@ def lp_mailer_from_env(environ: Mapping[str, str] | None = None) -> LpMailer:
 
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "data_root": DataRoot(root=str(settings.root)),
+        "data_root": DataRoot(root=str(settings.root), warehouse_url=settings.warehouse_url),
         "ingestion_policy": IngestionPolicy(),
         "price_sources": PriceSources(
             sources=list(settings.price_sources),

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from meta_pipeline import names
 from meta_pipeline.reconcile import MATURED, PENDING, UNPRICED
-from meta_pipeline.storage import Warehouse
+from meta_pipeline.storage import Warehouse, open_for_read
 
 TRADE_COLUMNS = [
     "agent",
@@ -63,9 +63,10 @@ def _paths(warehouse: Warehouse, asset: str, days: Iterable[str] | None) -> list
 def _read(paths: list[Path], columns: list[str], row_filter=None) -> pa.Table | None:
     tables = []
     for path in paths:
-        schema = pq.read_schema(path)
-        present = [c for c in columns if c in schema.names]
-        table = pq.read_table(path, columns=present)
+        with open_for_read(path) as source:
+            schema = pq.read_schema(source)
+            present = [c for c in columns if c in schema.names]
+            table = pq.read_table(source, columns=present)
         if row_filter is not None and table.num_rows:
             table = table.filter(row_filter(table))
         for column in columns:
