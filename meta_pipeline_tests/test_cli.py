@@ -188,3 +188,79 @@ def test_the_ui_serves_the_whole_graph_with_check_results_and_stops_cleanly(demo
             pytest.fail("dagster dev did not stop within 60 s of SIGINT:\n" + output[-3000:])
     assert ui.returncode in (0, -signal.SIGINT), output[-3000:]
     assert "daemon" in output.lower(), output[-3000:]  # dagster dev ran the daemon beside the webserver
+
+
+_AUTOMATION_QUERY = """
+{
+  sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "meta_pipeline"}) {
+    ... on Sensors { results { name sensorState { status } } }
+  }
+  schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "meta_pipeline"}) {
+    ... on Schedules { results { name scheduleState { status } } }
+  }
+}
+"""
+
+_RUNS_QUERY = """
+{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }
+"""
+
+
+def test_the_live_demo_runs_by_itself_and_stops_cleanly(tmp_path):
+    """`meta-pipeline demo --live`: the feed appends, every schedule and sensor is running, the input
+    sensor starts a run for the new lines and the supervisor's automation follows it — with nobody
+    clicking anything — and Ctrl-C stops the feed, the webserver and the daemon."""
+    import signal
+    import time
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("META_PIPELINE_", "DAGSTER_"))}
+    live = subprocess.Popen(
+        [sys.executable, "-m", "meta_pipeline", "demo", "--live", "--port", str(port), "--interval", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    by_itself: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 420
+        answer = _graphql(port, _AUTOMATION_QUERY, deadline=time.monotonic() + 240)
+        states = {s["name"]: s["sensorState"]["status"] for s in answer["data"]["sensorsOrError"]["results"]}
+        states |= {
+            s["name"]: s["scheduleState"]["status"] for s in answer["data"]["schedulesOrError"]["results"]
+        }
+        assert set(states) >= {
+            "new_input_lines",
+            "supervisor_follows_reconciliation",
+            "refresh_every_30_minutes",
+        }
+        assert set(states.values()) == {"RUNNING"}, states
+        while time.monotonic() < deadline and set(by_itself) < {
+            "new_input_lines",
+            "supervisor_follows_reconciliation",
+        }:
+            runs = _graphql(port, _RUNS_QUERY, deadline=deadline)["data"]["runsOrError"]["results"]
+            for run in runs:
+                tags = {t["key"]: t["value"] for t in run["tags"]}
+                if run["status"] == "SUCCESS" and "dagster/sensor_name" in tags:
+                    by_itself[tags["dagster/sensor_name"]] = run["jobName"]
+            time.sleep(5)
+    finally:
+        os.killpg(live.pid, signal.SIGINT)
+        try:
+            output, _ = live.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(live.pid, signal.SIGKILL)
+            output, _ = live.communicate()
+            pytest.fail("demo --live did not stop within 90 s of SIGINT:\n" + output[-3000:])
+    assert by_itself.get("new_input_lines") == "meta_pipeline_job", (by_itself, output[-3000:])
+    assert "supervisor_follows_reconciliation" in by_itself, (by_itself, output[-3000:])
+    assert re.search(r"feed at .* \+\d+ bar\(s\)", output), output[-3000:]
+    assert live.returncode == 0, output[-3000:]
+    killed = tmp_path / ".meta_pipeline_demo" / "meta_supervisor" / "state" / "killed_agents.json"
+    assert json.loads(
+        killed.read_text()
+    )  # the supervisor's first run, in the UI, put agents on the kill list
