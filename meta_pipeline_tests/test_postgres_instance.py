@@ -264,7 +264,9 @@ def test_the_main_job_records_its_run_and_materializations_in_postgres(pg_instan
     _assert_rows_on_disk(Path(pg_instance_env["META_PIPELINE_ROOT"]), first, last)
 
 
-def _submit_range_runs(ranges: list[tuple[str, str]]) -> list[str]:
+def _submit_range_runs(
+    ranges: list[tuple[str, str]], workspace: Path = REPO_ROOT / "workspace.yaml"
+) -> list[str]:
     """Queue one main-job run per range through the instance's run coordinator, as the UI or
     `dagster job launch` does: the job comes from the code location that workspace.yaml names
     (loaded in a code server subprocess with this process's environment)."""
@@ -275,9 +277,7 @@ def _submit_range_runs(ranges: list[tuple[str, str]]) -> list[str]:
     run_ids = []
     with (
         dg.DagsterInstance.get() as instance,
-        WorkspaceProcessContext(
-            instance, WorkspaceFileTarget([str(REPO_ROOT / "workspace.yaml")])
-        ) as process,
+        WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace)])) as process,
     ):
         workspace = process.create_request_context()
         location = workspace.get_code_location("meta_pipeline")
@@ -334,15 +334,17 @@ def start_daemon(tmp_path, pg_instance_env) -> Iterator:
     started: list[subprocess.Popen] = []
     log = tmp_path / "daemon.log"
 
-    def start() -> tuple[subprocess.Popen, Path]:
+    def start(
+        workspace: Path = REPO_ROOT / "workspace.yaml", env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen, Path]:
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         executable = shutil.which("dagster-daemon", path=path)
         assert executable, "dagster-daemon is not installed beside this Python"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [executable, "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+                [executable, "run", "-w", str(workspace)],
                 cwd=REPO_ROOT,
-                env=pg_instance_env,
+                env=env or pg_instance_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so its children can be found and ended

@@ -19,7 +19,7 @@ run on other machines.
 from dagster_celery import celery_executor
 from dagster_shared.record import copy
 
-from meta_pipeline.definitions import defs as project_defs
+from meta_pipeline import definitions as project  # a module, not its Definitions: one per module scope
 
 celery = celery_executor.configured(
     {"broker": {"env": "DAGSTER_CELERY_BROKER_URL"}, "backend": "rpc://"}, name="celery"
@@ -27,4 +27,4 @@ celery = celery_executor.configured(
 
 # a copy through Definitions' own constructor (so it is validated like any Definitions) with every
 # field but the executor kept: assets, jobs, schedules, sensors, resources, loggers, metadata
-defs = copy(project_defs, executor=celery)
+defs = copy(project.defs, executor=celery)
