@@ -10,6 +10,9 @@ TELEMETRY_FILE = "telemetry/events.jsonl"
 RECONCILED_FILE = "alpha/reconciled.jsonl"
 RECONCILED_DAYS_DIR = "alpha/reconciled"  # one <YYYY-MM-DD>.jsonl per signal day
 WAREHOUSE_DIR = "warehouse"
+# the supervisor's per-day summaries (a cache of the reconciled history: deleting it rebuilds it),
+# always on the data root's disk, under the local warehouse directory
+SUPERVISOR_LEDGER_DIR = "_supervisor_ledger"
 SUPERVISOR_STATE_DIR = "meta_supervisor/state"
 CONFIDENCE_FILE = "meta_supervisor/state/confidence.json"
 DECISIONS_FILE = "meta_supervisor/state/decisions.json"

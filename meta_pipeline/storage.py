@@ -119,6 +119,14 @@ class Warehouse:
                     return True
         return False
 
+    def fingerprint(self, path: Path) -> list[int]:
+        """``[size in bytes, modified_ns]`` of a file of this warehouse: what tells a replaced partition
+        from the one seen before (a replacement gets a new modification time)."""
+        if not self.remote:
+            stat = path.stat()
+            return [stat.st_size, stat.st_mtime_ns]
+        return [int(path.fs.info(path.path)["size"]), self.modified_ns(path)]
+
     def modified_ns(self, path: Path) -> int:
         """When the file at ``path`` (a path of this warehouse) was last replaced, in ns since the
         epoch (an object's ``LastModified`` on an object store)."""

@@ -7,17 +7,32 @@ this module reads the warehouse, calls them, writes the state files and shows th
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from filelock import FileLock
 
 from meta_pipeline import kill_switch, names
 from meta_pipeline.defs.metadata import markdown_table
 from meta_pipeline.defs.resources import DataRoot, SupervisorSettings
 from meta_pipeline.reports import charts, meta_report, pr_comment
 from meta_pipeline.storage import atomic_write_bytes, atomic_write_json
-from meta_pipeline.supervisor import allocation, confidence, decisions, history, portfolio, stats
+from meta_pipeline.supervisor import (
+    allocation,
+    confidence,
+    decisions,
+    history,
+    ledger,
+    ledger_confidence,
+    ledger_portfolio,
+    ledger_quality,
+    portfolio,
+    stats,
+)
 from meta_pipeline.supervisor.policy import FOCUS_HORIZON_HOURS, SupervisorPolicy
 
 OWNERS = ["team:meta-pipeline"]
@@ -41,6 +56,23 @@ BLOCKING_CHECKS = (CHECK_ENOUGH_TRADES, CHECK_UNPRICED_SHARE, CHECK_TELEMETRY_CO
 
 def _now() -> str:
     return pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def ledger_dir(data_root: DataRoot, part: str) -> Iterator[Path]:
+    """The directory of one of the supervisor's ledgers (per-day summaries of the reconciled history,
+    so a run re-reads only the days that changed), held under a file lock: a manual run beside the
+    automation's never interleaves two updates of the same ledger."""
+    directory = data_root.warehouse.directory / names.SUPERVISOR_LEDGER_DIR / part
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory.parent / f".{part}.lock")):
+        yield directory
+
+
+def _ledger_metadata(report) -> dict:
+    """A ledger report as one markdown line in the UI: what was read raw and what was reused."""
+    figures = report.as_metadata()
+    return {"ledger": dg.MetadataValue.md(", ".join(f"{k}: {v}" for k, v in figures.items() if v != ""))}
 
 
 def window_days(data_root: DataRoot, policy: SupervisorPolicy) -> list[str] | None:
@@ -67,18 +99,21 @@ def window_days(data_root: DataRoot, policy: SupervisorPolicy) -> list[str] | No
     ),
 )
 def confidence_state(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg.MaterializeResult:
-    trades = history.matured_trades(data_root.warehouse, horizon_hours=FOCUS_HORIZON_HOURS)
-    state = confidence.fold_confidence(trades)
+    with ledger_dir(data_root, "confidence") as directory:
+        state, report = ledger_confidence.ledger_confidence(directory, data_root.warehouse)
     data_root.warehouse.write_table(names.CONFIDENCE_STATE, state.reset_index())
     atomic_write_json(data_root.path / names.CONFIDENCE_FILE, confidence.confidence_json(state))
     shown = state.reset_index()[["agent", "mult", "last_change", "recent_sum_bps", "updated_at", "updates"]]
     shown = shown.rename(columns={"last_change": "mult before last update"})
-    context.log.info(f"confidence of {len(state)} agent(s) from {len(trades)} matured 24 h trades")
+    context.log.info(
+        f"confidence of {len(state)} agent(s); {len(report.days_read)} day(s) read, "
+        f"{report.days_reused} reused ({report.mode})"
+    )
     return dg.MaterializeResult(
         metadata={
             "agents": dg.MetadataValue.int(len(state)),
-            "matured_24h_trades": dg.MetadataValue.int(len(trades)),
             "confidence": markdown_table(shown.sort_values("mult"), empty="_no matured 24 h trades yet_"),
+            **_ledger_metadata(report),
         }
     )
 
@@ -176,29 +211,53 @@ def agent_stats(
 ):
     policy = supervisor_settings.policy
     warehouse = data_root.warehouse
-    days = window_days(data_root, policy)
-    trades = history.matured_trades(warehouse, days, horizon_hours=FOCUS_HORIZON_HOURS)
-    runs = history.telemetry_runs(warehouse, days)
-    if days is not None and not trades.empty:
-        start = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=policy.lookback_days)
-        trades = trades[trades["exit_ts"] >= start]
-        runs = runs[runs["ts"] >= start]
-    quality = history.input_quality(warehouse, trades, runs, as_of=pd.Timestamp.now(tz="UTC"), days=days)
-
+    revived = kill_switch.revived_at(root=data_root.path)
+    since = {name: pd.Timestamp(when) for name, when in revived.items()}
     previous = warehouse.read_table_facts(names.AGENT_STATS) or {}
     seen = set(previous.get("agents_seen", []))
-    seen |= set(trades["agent"].astype(str)) | set(runs["agent"].astype(str))
     seen |= {
         entry["name"] for entry in kill_switch.kill_log(root=data_root.path) if entry.get("kind") == "agent"
     }
-    revived = kill_switch.revived_at(root=data_root.path)
-    table = stats.agent_stats(
-        trades,
-        runs,
-        since={name: pd.Timestamp(when) for name, when in revived.items()},
-        n_trials=max(len(seen), 1),
-        psr_probability=policy.psr_probability,
-    )
+    days = window_days(data_root, policy)
+    if days is None:
+        # all history (the default): from the ledgers, re-reading only the days that changed
+        now = pd.Timestamp.now(tz="UTC")
+        with ledger_dir(data_root, "quality") as directory:
+            quality, quality_report = ledger_quality.ledger_input_quality(directory, warehouse, as_of=now)
+        with ledger_dir(data_root, "stats") as directory:
+            # the deflated Sharpe ratio's number of trials counts every agent ever seen, this
+            # history's included: the first call brings the ledger up to date and names the agents,
+            # the second (nothing left to read) uses the count
+            table, report = ledger.ledger_agent_stats(
+                directory, warehouse, since=since, psr_probability=policy.psr_probability
+            )
+            seen |= set(table.index)
+            table, _ = ledger.ledger_agent_stats(
+                directory,
+                warehouse,
+                since=since,
+                n_trials=max(len(seen), 1),
+                psr_probability=policy.psr_probability,
+            )
+        reads = {**_ledger_metadata(report), "quality_ledger": _ledger_metadata(quality_report)["ledger"]}
+    else:
+        # a look-back window bounds the read by itself: the window's days, read as they are
+        trades = history.matured_trades(warehouse, days, horizon_hours=FOCUS_HORIZON_HOURS)
+        runs = history.telemetry_runs(warehouse, days)
+        if not trades.empty:
+            start = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=policy.lookback_days)
+            trades = trades[trades["exit_ts"] >= start]
+            runs = runs[runs["ts"] >= start]
+        quality = history.input_quality(warehouse, trades, runs, as_of=pd.Timestamp.now(tz="UTC"), days=days)
+        seen |= set(trades["agent"].astype(str)) | set(runs["agent"].astype(str))
+        table = stats.agent_stats(
+            trades,
+            runs,
+            since=since,
+            n_trials=max(len(seen), 1),
+            psr_probability=policy.psr_probability,
+        )
+        reads = {"ledger": dg.MetadataValue.text(f"not used: a look-back window of {len(days)} day(s)")}
     warehouse.write_table(
         names.AGENT_STATS,
         table.reset_index(),
@@ -236,9 +295,10 @@ def agent_stats(
         metadata={
             "agents": dg.MetadataValue.int(len(table)),
             "agents_ever_seen": dg.MetadataValue.int(len(seen)),
-            "matured_24h_trades": dg.MetadataValue.int(len(trades)),
-            "telemetry_runs": dg.MetadataValue.int(len(runs)),
+            "matured_24h_trades": dg.MetadataValue.int(quality.matured_trades),
+            "telemetry_runs": dg.MetadataValue.int(quality.telemetry_runs),
             "revived_agents": dg.MetadataValue.text(", ".join(sorted(revived)) or "none"),
+            **reads,
             "agents_table": markdown_table(
                 shown.sort_values("pnl_sum_bps", ascending=False), empty="_no agents yet_"
             ),
@@ -470,9 +530,10 @@ def allocation_weights(data_root: DataRoot, supervisor_settings: SupervisorSetti
     ),
 )
 def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
-    trades = history.matured_trades(data_root.warehouse, horizon_hours=FOCUS_HORIZON_HOURS)
-    order = portfolio.time_order(trades)  # one sort for the figures and the curve
-    summary, by_key = portfolio.portfolio_figures(trades, ("agent", "instrument", "regime"), order=order)
+    with ledger_dir(data_root, "portfolio") as directory:
+        summary, by_key, series, report = ledger_portfolio.ledger_portfolio_figures(
+            directory, data_root.warehouse
+        )
     breakdown = pd.concat(
         [part.reset_index().rename(columns={by: "key"}).assign(by=by) for by, part in by_key.items()],
         ignore_index=True,
@@ -481,7 +542,9 @@ def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
     by_agent = (
         breakdown[breakdown["by"] == "agent"].set_index("key")["pnl_bps"] if len(breakdown) else pd.Series()
     )
-    equity = charts.equity_chart_png(portfolio.equity_curve(trades, order=order))
+    # one point per exit day (its close and its deepest drawdown): the per-day summaries are what the
+    # asset keeps, so a tick does not re-read every trade to draw the curve
+    equity = charts.equity_chart_png(ledger_portfolio.chart_curve(series))
     atomic_write_bytes(data_root.path / names.EQUITY_CHART_FILE, equity)  # the LP email attaches it
     return dg.MaterializeResult(
         metadata={
@@ -495,6 +558,7 @@ def portfolio_asset(data_root: DataRoot) -> dg.MaterializeResult:
             "pnl_by_agent_chart": dg.MetadataValue.md(
                 charts.png_markdown(charts.pnl_by_agent_png(by_agent), "pnl by agent")
             ),
+            **_ledger_metadata(report),
             **{
                 f"by_{by}": markdown_table(
                     breakdown[breakdown["by"] == by].drop(columns="by").rename(columns={"key": by}),

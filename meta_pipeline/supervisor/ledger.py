@@ -109,7 +109,6 @@ use rtol 1e-9); ``p95_latency_ms`` and ``worst_trade_bps`` are exact. No Dagster
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -597,8 +596,7 @@ def _key_of(ts: pd.Timestamp) -> str:
 def _fingerprints(warehouse: Warehouse, asset: str) -> dict[str, list[int]]:
     out = {}
     for key in warehouse.stored_keys(asset):
-        stat = os.stat(warehouse.partition_path(asset, key))
-        out[key] = [stat.st_size, stat.st_mtime_ns]
+        out[key] = warehouse.fingerprint(warehouse.partition_path(asset, key))
     return out
 
 

@@ -4,6 +4,7 @@ blocking checks that leave every output untouched, revive semantics, idempotent 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -309,3 +310,56 @@ def test_an_impossible_allocation_cap_fails_before_the_kill_switch_is_touched(tm
     assert not result.success
     assert kill_switch.kill_log(root=tmp_path) == []  # "loser" would be killed: nothing was applied
     assert not (tmp_path / names.DECISIONS_FILE).exists()
+
+
+def _outputs(root: Path) -> dict:
+    """What the supervisor's runs leave for the app and the UI, comparable across runs."""
+    warehouse = Warehouse(root / names.WAREHOUSE_DIR)
+    return {
+        "confidence": (root / names.CONFIDENCE_FILE).read_bytes(),
+        "decisions": state(root, names.DECISIONS_FILE)["decisions"],
+        "stats": warehouse.read_table(names.AGENT_STATS),
+        "portfolio": warehouse.read_table(names.PORTFOLIO),
+        "portfolio_summary": warehouse.read_table_facts(names.PORTFOLIO)["summary"],
+        "quality": warehouse.read_table_facts(names.AGENT_STATS)["quality"],
+    }
+
+
+def _ledger_read(result: dg.ExecuteInProcessResult, asset: str) -> str:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return event.materialization.metadata["ledger"].value
+
+
+def test_a_tick_re_reads_only_the_changed_days_and_gives_what_a_fresh_ledger_gives(tmp_path):
+    """The supervisor keeps per-day summaries (warehouse/_supervisor_ledger): after a late trade
+    lands on an old day, its next run reads that day (and the chain's days from it), not the whole
+    history, and every output equals a run that rebuilds the ledgers from nothing."""
+    fleet(tmp_path)
+    assert materialize(tmp_path).success
+    late = _rows("loser", 1, lambda i: -400.0, symbol="ETHUSDT", start_day=30)[0]
+    late |= {"run_id": "loser-late", "ts": late["ts"] + pd.Timedelta(hours=3)}
+    late["entry_time"], late["exit_time"] = late["ts"], late["ts"] + pd.Timedelta(hours=24)
+    warehouse = Warehouse(tmp_path / names.WAREHOUSE_DIR)
+    day = late["date"]
+    for asset, row in ((names.RECONCILED_TRADES, late), (names.TELEMETRY, _telemetry([late])[0])):
+        frame = warehouse.read_partition(asset, day)
+        warehouse.write_partition(asset, day, pd.concat([frame, pd.DataFrame([row])], ignore_index=True))
+    tick = materialize(tmp_path)
+    assert tick.success
+    for asset in (names.AGENT_STATS, names.CONFIDENCE_STATE, names.PORTFOLIO):
+        read = _ledger_read(tick, asset)
+        assert "mode: ledger" in read and day in read, (asset, read)
+        assert "2026-01-01" not in read, (asset, read)  # the first days were not read again
+    after_tick = _outputs(tmp_path)
+    assert after_tick["stats"].set_index("agent").at["loser", "trades"] == 41
+
+    shutil.rmtree(tmp_path / names.WAREHOUSE_DIR / names.SUPERVISOR_LEDGER_DIR)
+    rebuilt = materialize(tmp_path)
+    assert rebuilt.success and "2026-01-01" in _ledger_read(rebuilt, names.PORTFOLIO)
+    fresh = _outputs(tmp_path)
+    assert after_tick["confidence"] == fresh["confidence"]
+    assert after_tick["decisions"] == fresh["decisions"]
+    assert after_tick["quality"] == fresh["quality"]
+    pd.testing.assert_frame_equal(after_tick["stats"], fresh["stats"], rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(after_tick["portfolio"], fresh["portfolio"], rtol=1e-9, atol=1e-9)
+    assert after_tick["portfolio_summary"] == pytest.approx(fresh["portfolio_summary"], rel=1e-9, abs=1e-9)
