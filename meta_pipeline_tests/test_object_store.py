@@ -163,3 +163,37 @@ def test_the_warehouse_url_setting_reaches_the_data_root(tmp_path):
         f"s3://{BUCKET}/prod/signals/2024-03-01.parquet"
     )
     assert warehouse.directory == tmp_path / names.WAREHOUSE_DIR
+
+
+def test_the_supervisor_ledgers_read_the_bucket_as_they_read_the_disk(s3, tmp_path, fake_exchange):
+    """The supervisor's per-day ledgers fingerprint and read partitions through the warehouse, so
+    with the warehouse in the bucket they give what they give on local disk (and stay local)."""
+    from meta_pipeline.supervisor import ledger, ledger_confidence, ledger_portfolio, ledger_quality
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    url = f"s3://{BUCKET}/runs/ledgers"
+    for root, warehouse_url in ((local, None), (remote, url)):
+        e2e._write_root(root)
+        resources = test_resources(root, fake_exchange)
+        resources["data_root"] = DataRoot(root=str(root), warehouse_url=warehouse_url)
+        assert run_range(
+            root, fake_exchange, "2024-03-01", "2024-03-04", e2e.ASSETS, resources=resources
+        ).success
+    results = {}
+    for root, warehouse_url in ((local, None), (remote, url)):
+        warehouse = Warehouse(root / names.WAREHOUSE_DIR, location=warehouse_url)
+        as_of = pd.Timestamp("2024-03-10", tz="UTC")
+        results[root] = (
+            ledger.ledger_agent_stats(root / "ledger" / "stats", warehouse)[0],
+            ledger_confidence.ledger_confidence(root / "ledger", warehouse)[0],
+            ledger_portfolio.ledger_portfolio_figures(root / "ledger" / "portfolio", warehouse)[0],
+            ledger_quality.ledger_input_quality(root / "ledger" / "quality", warehouse, as_of=as_of)[0],
+        )
+        # a second call reads nothing again: the fingerprints of the objects did not change
+        _, report = ledger.ledger_agent_stats(root / "ledger" / "stats", warehouse)
+        assert report.trade_days_read == [] and report.mode == "ledger"
+    (stats_l, conf_l, port_l, qual_l), (stats_r, conf_r, port_r, qual_r) = results[local], results[remote]
+    assert stats_l["trades"].sum() > 0
+    pd.testing.assert_frame_equal(stats_r, stats_l)
+    pd.testing.assert_frame_equal(conf_r, conf_l)
+    assert port_r == port_l and qual_r == qual_l
