@@ -112,6 +112,19 @@ LIVE_CATCH_UP = timedelta(hours=3)  # held back at the start and replayed fast
 LIVE_SPEED = 60.0  # the catch-up runs a minute of data time per second
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (checked before minutes of preparation:
+    `dagster dev` keeps running without its webserver when the port is taken)."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def demo_live(args: argparse.Namespace) -> int:
     """``demo --live``: a demo history that ends now, its last hours held back and appended again
     (fast, then in real time) while ``dagster dev`` runs with the daemon and the automation on."""
@@ -123,6 +136,9 @@ def demo_live(args: argparse.Namespace) -> int:
     from meta_pipeline.demo import generate_demo
     from meta_pipeline.demo.live import LiveFeed, replay_clock
 
+    if not _port_free(args.host, args.port):
+        print(f"port {args.port} on {args.host} is in use: pass another with --port", file=sys.stderr)
+        return 2
     demo_dir = Path(args.dir).resolve()
     days = LIVE_DAYS if args.days is None else args.days
     today = datetime.now(UTC).date()
@@ -171,12 +187,20 @@ def demo_live(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if ui.poll() is None:
+        stopped_by_itself = ui.poll() is not None
+        if not stopped_by_itself:
             os.killpg(ui.pid, signal.SIGINT)
             try:
                 ui.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(ui.pid, signal.SIGKILL)
+    if stopped_by_itself and ui.returncode:
+        print(
+            f"the UI stopped by itself (exit code {ui.returncode}; is port {args.port} already in use?): "
+            "see its output above",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

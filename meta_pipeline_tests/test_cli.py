@@ -264,3 +264,15 @@ def test_the_live_demo_runs_by_itself_and_stops_cleanly(tmp_path):
     assert json.loads(
         killed.read_text()
     )  # the supervisor's first run, in the UI, put agents on the kill list
+
+
+def test_the_live_demo_refuses_a_port_in_use_before_doing_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _cli(tmp_path, "demo", "--live", "--port", str(port), timeout=60)
+    assert proc.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in proc.stderr
+    assert not (tmp_path / ".meta_pipeline_demo").exists()  # nothing generated, nothing started
