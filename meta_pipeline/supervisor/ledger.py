@@ -554,31 +554,6 @@ def _significance_table(chain: pd.DataFrame, n_trials: int | None, prob: float) 
     return pd.DataFrame(columns, index=labels)
 
 
-def _assemble(
-    by_trades: pd.DataFrame, by_runs: pd.DataFrame, sig: pd.DataFrame | None, agents: pd.Index
-) -> pd.DataFrame:
-    """The tail of ``stats.agent_stats``: join, fill and type exactly as it does."""
-    table = by_trades.join(by_runs, how="outer").reindex(agents.rename("agent"))
-    if sig is not None:
-        table = table.join(sig, how="left")
-    else:
-        for column in significance.SIGNIFICANCE_COLUMNS:
-            table[column] = pd.Series(dtype="object" if column == "psr_reason" else "float64")
-    numeric = [c for c in table.columns if c != "psr_reason" and table[c].dtype == object]
-    table = table.astype(dict.fromkeys(numeric, "float64"))
-    table["trades"] = table["trades"].fillna(0).astype("int64")
-    table["pnl_sum_bps"] = table["pnl_sum_bps"].fillna(0.0)
-    table["runs"] = table["runs"].fillna(0).astype("int64")
-    table["error_runs"] = table["error_runs"].fillna(0).astype("int64")
-    table["cost_usd"] = table["cost_usd"].fillna(0.0)
-    if "chain_trades" in table:
-        table["chain_trades"] = table["chain_trades"].fillna(0).astype("int64")
-        no_trades = table["psr_reason"].isna() & table["timing_psr"].isna()
-        table.loc[no_trades, "psr_reason"] = "no matured trades"
-    table.index.name = "agent"
-    return table.sort_index()
-
-
 # ------------------------------------------------------------------------------------- the ledger
 def _utc(value) -> pd.Timestamp:
     ts = pd.Timestamp(value)
@@ -1096,4 +1071,4 @@ def _ledger_stats(
     report.run_days_read.sort()
     report.trade_days_reused = len(set(keys["trades"]) - set(report.trade_days_read))
     report.run_days_reused = len(set(keys["runs"]) - set(report.run_days_read))
-    return _assemble(by_trades, by_runs, sig, agents)
+    return stats.assemble_table(by_trades, by_runs, sig, agents)

@@ -313,9 +313,20 @@ def agent_stats(
         by_trades, read = _trade_stats(trades, codes, labels)
     same_runs = runs is all_runs and not runs.empty
     by_runs = _run_stats(runs, *coded_runs[:2]) if same_runs else run_stats(runs)
-    table = by_trades.join(by_runs, how="outer").reindex(agents.rename("agent"))
+    sig = None
     if not trades.empty:
         sig = _significance(trades, codes, labels, factorized, read, n_trials, psr_probability)
+    return assemble_table(by_trades, by_runs, sig, agents)
+
+
+def assemble_table(
+    by_trades: pd.DataFrame, by_runs: pd.DataFrame, sig: pd.DataFrame | None, agents: pd.Index
+) -> pd.DataFrame:
+    """The agent table from its parts — trade figures, run figures, significance (None: no trades) —
+    joined on ``agents``, with the counts filled and typed; shared by :func:`agent_stats` and the
+    ledger (``meta_pipeline.supervisor.ledger``), so both give the same columns and dtypes."""
+    table = by_trades.join(by_runs, how="outer").reindex(agents.rename("agent"))
+    if sig is not None:
         table = table.join(sig, how="left")
     else:
         for column in significance.SIGNIFICANCE_COLUMNS:
