@@ -28,6 +28,7 @@ Every write creates its file with normal permissions and cleans up the temp file
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -157,20 +158,14 @@ def open_for_read(path: Path):
     """A context manager giving what pyarrow reads: the path itself when local; on an object store the
     whole object fetched in one GET. One GET is one version of the object: ranged reads (footer first,
     then the columns) could straddle a replacement of the partition by another run."""
-    if isinstance(path, Path) and type(path).__module__.startswith("pathlib"):
-        return _Local(path)
+    if _is_local(path):
+        return contextlib.nullcontext(str(path))
     return io.BytesIO(path.fs.cat_file(path.path))
 
 
-class _Local:
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def __enter__(self) -> str:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _is_local(path: Path) -> bool:
+    """A plain ``pathlib`` path (a local file), not a ``upath.UPath`` of an object store."""
+    return type(path).__module__.startswith("pathlib")
 
 
 def _read_frame(path: Path) -> pd.DataFrame | None:
@@ -218,7 +213,7 @@ def write_parquet(path: Path, frame: pd.DataFrame, facts: Any = None) -> None:
         metadata = dict(table.schema.metadata or {})
         metadata[FACTS_KEY] = dumps_strict(facts, sort_keys=True, default=str).encode("utf-8")
         table = table.replace_schema_metadata(metadata)
-    if isinstance(path, Path) and type(path).__module__.startswith("pathlib"):
+    if _is_local(path):
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         return

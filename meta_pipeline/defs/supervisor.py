@@ -225,20 +225,11 @@ def agent_stats(
         with ledger_dir(data_root, "quality") as directory:
             quality, quality_report = ledger_quality.ledger_input_quality(directory, warehouse, as_of=now)
         with ledger_dir(data_root, "stats") as directory:
-            # the deflated Sharpe ratio's number of trials counts every agent ever seen, this
-            # history's included: the first call brings the ledger up to date and names the agents,
-            # the second (nothing left to read) uses the count
+            # the deflated Sharpe ratio's trials: every agent ever seen, this history's included
             table, report = ledger.ledger_agent_stats(
-                directory, warehouse, since=since, psr_probability=policy.psr_probability
+                directory, warehouse, since=since, known_agents=seen, psr_probability=policy.psr_probability
             )
-            seen |= set(table.index)
-            table, _ = ledger.ledger_agent_stats(
-                directory,
-                warehouse,
-                since=since,
-                n_trials=max(len(seen), 1),
-                psr_probability=policy.psr_probability,
-            )
+        seen |= set(table.index)
         reads = {**_ledger_metadata(report), "quality_ledger": _ledger_metadata(quality_report)["ledger"]}
     else:
         # a look-back window bounds the read by itself: the window's days, read as they are

@@ -110,7 +110,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -935,6 +935,11 @@ def _update_chain(
 
 
 # ---------------------------------------------------------------------------------------- entry
+def _trials(known_agents: Collection[str], agents: set[str]) -> int:
+    """The number of trials of the deflated Sharpe ratio: every agent ever evaluated (at least 1)."""
+    return max(len(set(map(str, known_agents)) | agents), 1)
+
+
 def ledger_agent_stats(
     ledger_dir: Path,
     warehouse: Warehouse,
@@ -942,6 +947,7 @@ def ledger_agent_stats(
     since: Mapping[str, pd.Timestamp] | None = None,
     start: pd.Timestamp | None = None,
     n_trials: int | None = None,
+    known_agents: Collection[str] | None = None,
     psr_probability: float = 0.95,
 ) -> tuple[pd.DataFrame, LedgerReport]:
     """``stats.agent_stats`` of the warehouse's matured 24 h trades and telemetry runs, from the
@@ -955,6 +961,9 @@ def ledger_agent_stats(
     start : the look-back window's start (UTC; None: all history): trades with ``exit_ts`` before it
         and runs with ``ts`` before it are left out, as the ``agent_stats`` asset cuts them.
     n_trials, psr_probability : as ``stats.agent_stats``.
+    known_agents : agents evaluated before (killed and retired ones included). When given, the
+        deflated Sharpe ratio's number of trials is the count of these together with this history's
+        agents (``n_trials`` is then ignored), so a caller need not read the history to know it.
 
     Returns
     -------
@@ -979,6 +988,7 @@ def ledger_agent_stats(
             floor_trades,
             floor_runs,
             n_trials,
+            known_agents,
             psr_probability,
         )
     except LayoutError as exc:
@@ -988,6 +998,10 @@ def ledger_agent_stats(
         if floor_runs is not None:
             trades = trades[trades["exit_ts"] >= floor_runs]
             runs = runs[runs["ts"] >= floor_runs]
+        if known_agents is not None:
+            n_trials = _trials(
+                known_agents, set(trades["agent"].astype(str)) | set(runs["agent"].astype(str))
+            )
         table = stats.agent_stats(
             trades, runs, since=since_utc, n_trials=n_trials, psr_probability=psr_probability
         )
@@ -1002,6 +1016,7 @@ def _ledger_stats(
     floor_trades: pd.Timestamp | None,
     floor_runs: pd.Timestamp | None,
     n_trials: int | None,
+    known_agents: Collection[str] | None,
     prob: float,
 ) -> pd.DataFrame:
     ledger = _Ledger(directory, warehouse, report)
@@ -1058,6 +1073,8 @@ def _ledger_stats(
         {"version": LEDGER_VERSION, "sources": sources, "checkpoints": checkpoints, "chain": chain_record},
     )
     agents = pd.Index(np.asarray(sorted(str(a) for a in (t_agents | r_agents)), dtype=object)).astype(str)
+    if known_agents is not None:
+        n_trials = _trials(known_agents, set(agents))
     if trade_agg is None or trade_agg.empty:
         by_trades = stats.trade_stats(history.empty_trades())
         sig = None

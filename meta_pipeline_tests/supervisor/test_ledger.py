@@ -230,6 +230,16 @@ def test_n_trials_and_errors_as_stats(warehouse: Warehouse, tmp_path: Path):
         ledger.ledger_agent_stats(tmp_path / "l", warehouse, n_trials=1)
 
 
+def test_known_agents_count_as_trials_with_the_history_s_own(warehouse: Warehouse, tmp_path: Path):
+    rng = np.random.default_rng(4)
+    write_days(warehouse, names.RECONCILED_TRADES, trade_rows(rng, range(40)))
+    agents = set(full(warehouse).index)
+    known = {"retired_long_ago", "killed_last_year", *list(agents)[:2]}  # two overlap the history
+    table, _ = ledger.ledger_agent_stats(tmp_path / "l", warehouse, known_agents=known)
+    assert_same(table, full(warehouse, n_trials=len(agents) + 2))
+    assert not table["deflated_sharpe"].equals(full(warehouse)["deflated_sharpe"])  # N mattered
+
+
 def test_empty_warehouse(warehouse: Warehouse, tmp_path: Path):
     table, report = ledger.ledger_agent_stats(tmp_path / "l", warehouse)
     assert_same(table, full(warehouse))
