@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from meta_pipeline import names
-from meta_pipeline.defs import healing
+from meta_pipeline.defs import automation, healing
 from meta_pipeline.defs.healing import DayState, heal_pending_rows, heal_ranges, plan_healing
 from meta_pipeline.defs.partitions import REACH_DAYS
 from meta_pipeline.defs.resources import DataRoot, IngestionPolicy, PriceSources, ReconciliationPolicy
@@ -196,7 +196,7 @@ def test_only_pending_days_with_newer_bars_are_planned_and_neighbours_share_a_ru
 def test_many_scattered_days_are_at_most_a_few_runs_and_none_is_dropped():
     days = [D + timedelta(days=7 * i) for i in range(10)]
     ranges = heal_ranges(days)
-    assert len(ranges) <= healing.MAX_RUNS_PER_TICK
+    assert len(ranges) <= automation.MAX_RUNS_PER_TICK
     assert all(any(a <= d <= b for a, b in ranges) for d in days)
 
 

@@ -63,14 +63,21 @@ def day_clusters(days: set[date], reach_days: int) -> list[tuple[date, date]]:
     return [(first, last + timedelta(days=reach_days)) for first, last in clusters]
 
 
+def at_most_runs_per_tick(ranges: list[tuple[date, date]]) -> list[tuple[date, date]]:
+    """Sorted day ranges cut to ``MAX_RUNS_PER_TICK``: the oldest are merged into one, so no day is
+    dropped and the newest keep runs of their own."""
+    if len(ranges) <= MAX_RUNS_PER_TICK:
+        return ranges
+    return [(ranges[0][0], ranges[-MAX_RUNS_PER_TICK][1]), *ranges[-MAX_RUNS_PER_TICK + 1 :]]
+
+
 def plan_runs(days: set[date], today: date) -> tuple[list[tuple[date, date]], list[date]]:
     """The day ranges to run (inside the partitions, at most ``MAX_RUNS_PER_TICK``, the newest
     kept) and the days that lie outside every partition (before the start date or in the future)."""
     inside = {d for d in days if SETTINGS.start_date <= d <= today}
     outliers = sorted(days - inside)
     ranges = [r for r in (clip_range(a, b, today) for a, b in day_clusters(inside, REACH_DAYS)) if r]
-    if len(ranges) > MAX_RUNS_PER_TICK:  # merge the oldest so nothing is dropped
-        ranges = [(ranges[0][0], ranges[-MAX_RUNS_PER_TICK][1]), *ranges[-MAX_RUNS_PER_TICK + 1 :]]
+    ranges = at_most_runs_per_tick(ranges)
     return ranges, outliers
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from meta_pipeline import names, price_store
-from meta_pipeline.defs.automation import MAX_RUNS_PER_TICK, range_tags
+from meta_pipeline.defs.automation import at_most_runs_per_tick, range_tags
 from meta_pipeline.defs.environment import SETTINGS
 from meta_pipeline.defs.jobs import main_job
 from meta_pipeline.defs.partitions import REACH_DAYS
@@ -90,7 +90,7 @@ def pending_on(metadata: Mapping[str, dg.MetadataValue], day: str) -> bool:
 
 
 def heal_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
-    """Day ranges to run: days at most ``REACH_DAYS`` apart share a run (the days between are cheap
+    """Day ranges to run: days with at most ``REACH_DAYS`` days between them share a run (those are cheap
     to recompute; a second run is not), and beyond ``MAX_RUNS_PER_TICK`` ranges the oldest are merged."""
     ranges: list[list[date]] = []
     for day in sorted(set(days)):
@@ -98,9 +98,7 @@ def heal_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
             ranges[-1][1] = day
         else:
             ranges.append([day, day])
-    if len(ranges) > MAX_RUNS_PER_TICK:
-        ranges = [[ranges[0][0], ranges[-MAX_RUNS_PER_TICK][1]], *ranges[-MAX_RUNS_PER_TICK + 1 :]]
-    return [(first, last) for first, last in ranges]
+    return at_most_runs_per_tick([(first, last) for first, last in ranges])
 
 
 def plan_healing(
