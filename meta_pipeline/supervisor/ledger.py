@@ -109,6 +109,8 @@ use rtol 1e-9); ``p95_latency_ms`` and ``worst_trade_bps`` are exact. No Dagster
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -122,6 +124,8 @@ import pyarrow.parquet as pq
 from meta_pipeline import names
 from meta_pipeline.storage import Warehouse, atomic_path, atomic_write_json, write_parquet
 from meta_pipeline.supervisor import history, portfolio, significance, stats
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HOT_DAYS",
@@ -166,6 +170,18 @@ class LayoutError(ValueError):
     """A source partition holds a row whose ``ts`` is not on the partition's UTC day."""
 
 
+class LedgerDamaged(Exception):
+    """A file of the ledger itself cannot be read (a damaged disk, a hand edit): the ledger is a
+    cache of the partitions, so it is rebuilt from them."""
+
+
+def _read_ledger_file(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise LedgerDamaged(f"{path}: {exc}") from exc
+
+
 @dataclass
 class LedgerReport:
     """What one call read and reused, for the UI's metadata.
@@ -174,7 +190,8 @@ class LedgerReport:
     ``trade_days_reused`` / ``run_days_reused``: stored partitions whose day summaries were used
     without reading them; ``summary_files_read``: ledger files read; ``checkpoint``: per kind,
     ``reused``, ``advanced`` or ``rebuilt``; ``chain_from``: the first day whose chain was recomputed
-    (None: none was); ``mode``: ``ledger`` or ``full: <why>``."""
+    (None: none was); ``mode``: ``ledger``, ``rebuilt: <why>`` (a ledger file was unreadable) or
+    ``full: <why>``."""
 
     trade_days_read: list[str] = field(default_factory=list)
     run_days_read: list[str] = field(default_factory=list)
@@ -598,7 +615,7 @@ class _Ledger:
 
     def read(self, kind: str, key: str | None = None) -> pd.DataFrame:
         self.report.summary_files_read += 1
-        frame = pq.read_table(self.path(kind, key)).to_pandas()
+        frame = _read_ledger_file(self.path(kind, key))
         if "agent" in frame:
             frame["agent"] = frame["agent"].astype(object)
         if "instrument" in frame:
@@ -660,7 +677,10 @@ class _Ledger:
         return changed
 
     def _token(self, name: str) -> str:
-        metadata = pq.read_schema(self.path(name)).metadata or {}
+        try:
+            metadata = pq.read_schema(self.path(name)).metadata or {}
+        except (OSError, pa.ArrowException) as exc:
+            raise LedgerDamaged(f"{self.path(name)}: {exc}") from exc
         return metadata.get(b"ledger_token", b"").decode()
 
     def checkpoint(self, kind: str, state: dict, keys: list[str], changed: list[str]) -> dict:
@@ -979,8 +999,9 @@ def ledger_agent_stats(
     since_utc = {str(a): _utc(s) for a, s in (since or {}).items()}
     floor_runs = None if start is None else _utc(start)
     floor_trades = None if floor_runs is None else floor_runs - _HORIZON
-    try:
-        table = _ledger_stats(
+
+    def compute() -> pd.DataFrame:
+        return _ledger_stats(
             Path(ledger_dir),
             warehouse,
             report,
@@ -991,6 +1012,15 @@ def ledger_agent_stats(
             known_agents,
             psr_probability,
         )
+
+    try:
+        try:
+            table = compute()
+        except LedgerDamaged as exc:  # rebuilt once from the partitions; a second failure raises
+            log.warning("supervisor ledger %s is damaged (%s): rebuilding it", ledger_dir, exc)
+            shutil.rmtree(ledger_dir, ignore_errors=True)
+            report = LedgerReport(mode=f"rebuilt: {exc}")
+            table = compute()
     except LayoutError as exc:
         report.mode = f"full: {exc}"
         trades = history.matured_trades(warehouse, horizon_hours=HORIZON_HOURS)

@@ -433,3 +433,24 @@ def test_a_lost_manifest_or_chain_base_rebuilds(warehouse: Warehouse, tmp_path: 
     table, report = ledger.ledger_agent_stats(directory, warehouse)
     assert_same(table, full(warehouse))
     assert report.checkpoint == {"trades": "rebuilt", "runs": "rebuilt"}
+
+
+def test_a_damaged_ledger_file_is_rebuilt_from_the_partitions(warehouse: Warehouse, tmp_path: Path):
+    """The ledger is a cache: any of its files torn (a damaged disk, a hand edit) makes the next call
+    rebuild it from the partitions, with the same table, instead of failing the supervisor."""
+    rng = np.random.default_rng(6)
+    write_days(warehouse, names.RECONCILED_TRADES, trade_rows(rng, range(8)))
+    write_days(warehouse, names.TELEMETRY, run_rows(rng, range(8)))
+    directory = tmp_path / "ledger"
+    ledger.ledger_agent_stats(directory, warehouse)
+    files = sorted(p for p in directory.rglob("*.parquet"))
+    assert len(files) > 10
+    for path in files:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        table, report = ledger.ledger_agent_stats(directory, warehouse)
+        assert_same(table, full(warehouse))
+        if report.mode != "ledger":  # a file this call needed: rebuilt, and said so
+            assert report.mode.startswith("rebuilt: ") and str(path.name) in report.mode
+            assert len(report.trade_days_read) == 8
+        ledger.ledger_agent_stats(directory, warehouse)  # whole again for the next file
