@@ -30,6 +30,10 @@ FAST = {
     "backoff_max": 0.01,
     "max_retry_after": 1.0,
 }
+# FAST's retries with a read timeout far above the latency, for the tests that compare request
+# counts and are not about timeouts: on a loaded machine the in-process server can answer late, and
+# a retry would change the counts (timeouts are tested with FAST, on purpose)
+PATIENT = {**FAST, "timeout": (5.0, 5.0)}
 PROD_LIKE = {**FAST, "timeout": (1.0, 10.0), "max_retries": 5, "max_retry_after": 60.0}
 D = dt.date
 MARCH = [D(2024, 3, d) for d in range(1, 23)]  # BTCUSDT days in the fake exchange (and the files)
@@ -183,7 +187,7 @@ def test_the_circuit_opens_under_concurrency_and_later_items_say_why(fake_exchan
     fake_exchange.inject("500", api="binance", times=10_000)
     items = [("BTCUSDT", d) for d in MARCH[:12]]
     workers = 4
-    f = fetcher(fake_exchange, max_consecutive_failures=3)
+    f = fetcher(fake_exchange, http=PATIENT, max_consecutive_failures=3)
     got = f.fetch_many(items, max_workers=workers)
     assert [r.source for r in got.values()] == ["coinbase"] * len(items)
     failed = [r for r in got.values() if r.attempts[0].startswith("binance: PriceSourceError: ")]
@@ -217,7 +221,7 @@ def test_a_ban_seen_by_one_thread_stops_the_others(fake_exchange, caplog):
     fake_exchange.inject("418", api="binance", skip=3)  # the 4th binance request
     workers = 4
     items = [("BTCUSDT", d) for d in MARCH[:16]]
-    f = fetcher(fake_exchange)
+    f = fetcher(fake_exchange, http=PATIENT)
     with caplog.at_level("ERROR"):
         got = f.fetch_many(items, max_workers=workers)
     assert all(r.error is None and r.source in ("binance", "coinbase") for r in got.values())
@@ -307,17 +311,14 @@ def test_four_workers_take_well_under_half_the_sequential_time(fake_exchange):
     symbol-day (JSON, pandas validation: ~25-50 ms, in this process the fake server's work too) does
     not overlap, so expect ~0.3-0.4. Best of two interleaved rounds each, to damp machine noise."""
     fake_exchange.latency = 0.05
-    # a read timeout far above the latency: on a loaded machine the in-process server can answer
-    # late, and a retry would change the request counts this test compares (timeouts are tested above)
-    patient = {**FAST, "timeout": (5.0, 5.0)}
     items = [("BTCUSDT", d) for d in MARCH[:16]]
     sequential, concurrent = [], []
     for _ in range(2):
         t0 = time.perf_counter()
-        want = fetcher(fake_exchange, "binance", http=patient).fetch_days("BTCUSDT", [d for _, d in items])
+        want = fetcher(fake_exchange, "binance", http=PATIENT).fetch_days("BTCUSDT", [d for _, d in items])
         sequential.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        got = fetcher(fake_exchange, "binance", http=patient).fetch_many(items, max_workers=4)
+        got = fetcher(fake_exchange, "binance", http=PATIENT).fetch_many(items, max_workers=4)
         concurrent.append(time.perf_counter() - t0)
         for w in want:
             assert_same(got[("BTCUSDT", w.day)], w)
